@@ -1,0 +1,181 @@
+//! Throwaway certificate material made with rcgen: for `gen-certs`, for `--dev`, and for tests.
+//! Keys are ECDSA P-256 and are written with mode 0600.
+
+use std::fs;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+/// A PEM certificate and its PEM private key.
+#[derive(Debug, Clone)]
+pub struct Pair {
+    /// Certificate, PEM.
+    pub cert_pem: String,
+    /// PKCS#8 private key, PEM.
+    pub key_pem: String,
+}
+
+/// A certificate authority that can issue server and client certificates.
+pub struct Ca {
+    /// The CA's own certificate and key.
+    pub pair: Pair,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// The validity window of a new certificate.
+#[derive(Debug, Clone, Copy)]
+pub struct Validity {
+    /// Start.
+    pub not_before: OffsetDateTime,
+    /// End.
+    pub not_after: OffsetDateTime,
+}
+
+impl Validity {
+    /// From a minute ago (clock skew) for `days` days.
+    pub fn days(days: u32) -> Validity {
+        let now = OffsetDateTime::now_utc();
+        Validity {
+            not_before: now - Duration::minutes(1),
+            not_after: now + Duration::days(i64::from(days)),
+        }
+    }
+}
+
+impl Ca {
+    /// A new self-signed CA named `cn`.
+    pub fn new(cn: &str, validity: Validity) -> Result<Ca, rcgen::Error> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = validity.not_before;
+        params.not_after = validity.not_after;
+        let cert = params.self_signed(&key)?;
+        let pair = Pair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        };
+        Ok(Ca {
+            pair,
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// A server certificate for these DNS names and addresses.
+    pub fn server(
+        &self,
+        names: &[String],
+        ips: &[IpAddr],
+        validity: Validity,
+    ) -> Result<Pair, rcgen::Error> {
+        let mut params = CertificateParams::new(names.to_vec())?;
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        let cn = names.first().cloned().unwrap_or_else(|| "tls-echo".into());
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.leaf(params, validity)
+    }
+
+    /// A client certificate whose CN and DNS SAN are `name`.
+    pub fn client(&self, name: &str, validity: Validity) -> Result<Pair, rcgen::Error> {
+        let mut params = CertificateParams::new(vec![name.to_string()])?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.leaf(params, validity)
+    }
+
+    fn leaf(
+        &self,
+        mut params: CertificateParams,
+        validity: Validity,
+    ) -> Result<Pair, rcgen::Error> {
+        let key = KeyPair::generate()?;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = validity.not_before;
+        params.not_after = validity.not_after;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Pair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// What `gen-certs` and `--dev` write, in one directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// CA certificate (give it to clients).
+    pub ca: PathBuf,
+    /// CA key (keep it to issue more).
+    pub ca_key: PathBuf,
+    /// Server certificate.
+    pub cert: PathBuf,
+    /// Server key.
+    pub key: PathBuf,
+}
+
+impl Layout {
+    /// The standard file names under `dir`.
+    pub fn in_dir(dir: &Path) -> Layout {
+        Layout {
+            ca: dir.join("ca.pem"),
+            ca_key: dir.join("ca.key"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        }
+    }
+}
+
+/// The names a development certificate covers.
+pub fn loopback_names() -> (Vec<String>, Vec<IpAddr>) {
+    (
+        vec!["localhost".into()],
+        vec![
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+        ],
+    )
+}
+
+/// Makes `--dev` material under `dir` once and reuses it afterwards.
+pub fn ensure_dev(dir: &Path) -> anyhow::Result<Layout> {
+    let layout = Layout::in_dir(dir);
+    if layout.cert.exists() && layout.key.exists() && layout.ca.exists() {
+        return Ok(layout);
+    }
+    let ca = Ca::new("tls-echo development CA (throwaway)", Validity::days(3650))?;
+    let (names, ips) = loopback_names();
+    let server = ca.server(&names, &ips, Validity::days(365))?;
+    fs::create_dir_all(dir)?;
+    write_new(&layout.ca, &ca.pair.cert_pem, 0o644, true)?;
+    write_new(&layout.ca_key, &ca.pair.key_pem, 0o600, true)?;
+    write_new(&layout.cert, &server.cert_pem, 0o644, true)?;
+    write_new(&layout.key, &server.key_pem, 0o600, true)?;
+    tracing::info!(dir = %dir.display(), "created development CA and server certificate");
+    Ok(layout)
+}
+
+/// Writes `text` to `path` with `mode`, refusing to replace an existing file unless `force`.
+pub fn write_new(path: &Path, text: &str, mode: u32, force: bool) -> std::io::Result<()> {
+    if force && path.exists() {
+        fs::remove_file(path)?;
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}

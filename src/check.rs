@@ -1,0 +1,200 @@
+//! `tls-echo check`: validates a configuration without serving, as systemd's `ExecStartPre`
+//! does, and answers offline whether a peer would be admitted and by which entry.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use rustls::pki_types::UnixTime;
+
+use crate::certinfo::CertInfo;
+use crate::cli::{CheckArgs, FirewallMode};
+use crate::config::{self, Config};
+use crate::tls;
+
+/// Days of validity under which `check` warns.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// What is wrong with a private key file's mode, if anything.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeyMode {
+    /// Only the owner can read it.
+    Private,
+    /// The group can read it: allowed, with a warning.
+    GroupReadable(u32),
+    /// Anyone can read it: refused, as ssh refuses such keys.
+    WorldReadable(u32),
+}
+
+/// Classifies the mode of the key file at `path`.
+pub fn key_mode(path: &Path) -> std::io::Result<KeyMode> {
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    Ok(if mode & 0o004 != 0 {
+        KeyMode::WorldReadable(mode)
+    } else if mode & 0o040 != 0 {
+        KeyMode::GroupReadable(mode)
+    } else {
+        KeyMode::Private
+    })
+}
+
+/// A running tally of the report.
+#[derive(Default)]
+struct Report {
+    errors: usize,
+    warnings: usize,
+}
+
+impl Report {
+    fn ok(&mut self, what: impl std::fmt::Display) {
+        println!("ok    {what}");
+    }
+    fn warn(&mut self, what: impl std::fmt::Display) {
+        self.warnings += 1;
+        println!("warn  {what}");
+    }
+    fn fail(&mut self, what: impl std::fmt::Display) {
+        self.errors += 1;
+        println!("FAIL  {what}");
+    }
+}
+
+/// Prints the report; returns whether there was no error.
+pub fn run(args: CheckArgs) -> bool {
+    let mut r = Report::default();
+    let config = match config::with_file(args.serve).and_then(Config::resolve) {
+        Ok(c) => c,
+        Err(e) => {
+            r.fail(e);
+            return finish(r);
+        }
+    };
+    check_tls(&config, &mut r);
+    let allowlist = match config.allowlist() {
+        Ok(a) => {
+            if a.is_loopback_default() {
+                r.ok("allowlist: none configured, so loopback only (127.0.0.0/8, ::1)");
+            } else if a.is_empty() {
+                r.warn("allowlist is empty: every connection will be refused");
+            } else {
+                r.ok(format!("allowlist: {} entries", a.len()));
+            }
+            Some(a)
+        }
+        Err(e) => {
+            r.fail(e);
+            None
+        }
+    };
+    if config.firewall_mode == FirewallMode::Audit {
+        r.warn("firewall mode is audit: refused peers are admitted and only logged");
+    }
+    if let (Some(peer), Some(list)) = (args.peer, allowlist) {
+        match list.explain(peer) {
+            Some((cidr, origin)) => r.ok(format!("peer {peer} is admitted by {cidr} ({origin})")),
+            None => r.fail(format!(
+                "peer {peer} is refused: no allowlist entry contains {}",
+                peer.to_canonical()
+            )),
+        }
+        if config.is_trusted_proxy(peer) {
+            r.ok(format!(
+                "peer {peer} is a trusted proxy: its PROXY headers decide the client address"
+            ));
+        }
+        if let Some(cert) = &args.client_cert {
+            check_client_cert(&config, cert, &mut r);
+        }
+    }
+    finish(r)
+}
+
+fn check_tls(config: &Config, r: &mut Report) {
+    let s = &config.tls;
+    match key_mode(&s.key) {
+        Ok(KeyMode::Private) => r.ok(format!(
+            "key {} is readable by its owner only",
+            s.key.display()
+        )),
+        Ok(KeyMode::GroupReadable(m)) => r.warn(format!(
+            "key {} is group-readable (mode {m:o}); chmod 600 it",
+            s.key.display()
+        )),
+        Ok(KeyMode::WorldReadable(m)) => r.fail(format!(
+            "key {} is readable by every user (mode {m:o}); the server refuses it: chmod 600 {}",
+            s.key.display(),
+            s.key.display()
+        )),
+        Err(_) => {} // tls::load below names the unreadable file
+    }
+    match tls::load(s) {
+        Ok(m) => {
+            r.ok(format!(
+                "certificate {} and key {} match",
+                s.cert.display(),
+                s.key.display()
+            ));
+            report_validity(&m.leaf, r);
+            r.ok(format!("certificate names: {}", m.leaf.names.join(", ")));
+            if let Some(ca) = &s.client_ca {
+                r.ok(format!(
+                    "client CA {} loaded (mutual TLS required)",
+                    ca.display()
+                ));
+            }
+        }
+        Err(e) => r.fail(e),
+    }
+}
+
+/// Reports a certificate's validity: error if expired or not yet valid, warning when close.
+fn report_validity(leaf: &CertInfo, r: &mut Report) {
+    let left = leaf.seconds_left();
+    let days = left / 86_400;
+    if left <= 0 {
+        r.fail(format!(
+            "certificate expired {} days ago (subject {})",
+            -days, leaf.subject
+        ));
+    } else if leaf.not_before > leaf.not_after - left {
+        r.fail(format!(
+            "certificate is not valid yet (subject {})",
+            leaf.subject
+        ));
+    } else if days < EXPIRY_WARNING_DAYS {
+        r.warn(format!(
+            "certificate expires in {days} days: renew it and `systemctl reload tls-echo`"
+        ));
+    } else {
+        r.ok(format!("certificate valid for {days} more days"));
+    }
+}
+
+fn check_client_cert(config: &Config, path: &Path, r: &mut Report) {
+    let Some(ca) = &config.tls.client_ca else {
+        r.warn("--client-cert given but no --client-ca is configured: client certificates are not requested");
+        return;
+    };
+    let chain = match tls::read_certs(path, "client certificate") {
+        Ok(c) => c,
+        Err(e) => return r.fail(e),
+    };
+    let verifier = match tls::client_verifier(ca, &config.tls.allow_client, tls::provider()) {
+        Ok(v) => v,
+        Err(e) => return r.fail(e),
+    };
+    match verifier.verify_client_cert(&chain[0], &chain[1..], UnixTime::now()) {
+        Ok(_) => r.ok(format!(
+            "client certificate {} would be admitted",
+            path.display()
+        )),
+        Err(e) => r.fail(format!(
+            "client certificate {} would be refused: {e}",
+            path.display()
+        )),
+    }
+}
+
+fn finish(r: Report) -> bool {
+    println!("check: {} error(s), {} warning(s)", r.errors, r.warnings);
+    r.errors == 0
+}

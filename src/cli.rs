@@ -1,0 +1,316 @@
+//! The command line: clap structs that double as the TOML schema, so a flag and its config-file
+//! key can never drift apart. Values are parsed into their types here; [`crate::config`] applies
+//! precedence, defaults and cross-field checks.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::allowlist::{AllowEntry, Cidr};
+
+/// A TLS echo server with an allowlist firewall in front of the handshake.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tls-echo",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// A helper tool; without one, tls-echo serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Serving options.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Helper tools beside the server.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a throwaway CA, a server certificate and optionally a client certificate.
+    GenCerts(GenCertsArgs),
+    /// Verify a server, send stdin line by line and print what comes back.
+    Client(ClientArgs),
+    /// Validate the configuration without serving; optionally ask whether a peer is admitted.
+    Check(Box<CheckArgs>),
+    /// Load-test any TLS echo server: handshakes, ping-pong, bulk, idle connections.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// How each line of the stream is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Validate LF-terminated lines and echo each valid one.
+    #[default]
+    Line,
+    /// Echo bytes exactly as received (RFC 862 over TLS).
+    Raw,
+}
+
+/// The format of log lines on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Whether the firewall refuses or only reports what it would refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FirewallMode {
+    /// Close connections the policy refuses.
+    #[default]
+    Enforce,
+    /// Admit everyone, but log and count what enforcement would refuse.
+    Audit,
+}
+
+/// Every serving option. Each is also a key of the `--config` TOML file and a `TLS_ECHO_*`
+/// environment variable; precedence is flag, environment, file, default.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeArgs {
+    /// TOML file carrying any of these options under the same names.
+    #[arg(long, env = "TLS_ECHO_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// PEM certificate chain, leaf first.
+    #[arg(long, env = "TLS_ECHO_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1, unencrypted).
+    #[arg(long, env = "TLS_ECHO_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Address to listen on; repeatable [default: 127.0.0.1:4433].
+    #[arg(
+        long,
+        env = "TLS_ECHO_LISTEN",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    /// Development default: throwaway CA and certificate under certs/dev/, loopback only.
+    #[arg(long, env = "TLS_ECHO_DEV")]
+    #[serde(default)]
+    pub dev: bool,
+    /// Echo validated lines, or raw bytes.
+    #[arg(long, env = "TLS_ECHO_MODE", value_enum)]
+    pub mode: Option<Mode>,
+    /// Longest accepted line in bytes, terminator included [default: 4096].
+    #[arg(long, env = "TLS_ECHO_MAX_LINE", value_name = "BYTES")]
+    pub max_line: Option<usize>,
+    /// Log line format; RUST_LOG filters.
+    #[arg(long, env = "TLS_ECHO_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Allowed peer network (CIDR or address), or `any`; repeatable [default: loopback only].
+    #[arg(
+        long,
+        env = "TLS_ECHO_ALLOW",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub allow: Vec<AllowEntry>,
+    /// File of allowed networks, one a line, `#` comments; re-read on SIGHUP.
+    #[arg(long, env = "TLS_ECHO_ALLOW_FILE", value_name = "PATH")]
+    pub allow_file: Option<PathBuf>,
+    /// Refuse what the policy refuses, or only log and count it.
+    #[arg(long, env = "TLS_ECHO_FIREWALL_MODE", value_enum)]
+    pub firewall_mode: Option<FirewallMode>,
+    /// Most connections open at once; more are closed before TLS [default: 10000].
+    #[arg(long, env = "TLS_ECHO_MAX_CONNS", value_name = "N")]
+    pub max_conns: Option<usize>,
+    /// Most connections open at once per IPv4 address or IPv6 /64 [default: 256].
+    #[arg(long, env = "TLS_ECHO_MAX_CONNS_PER_IP", value_name = "N")]
+    pub max_conns_per_ip: Option<u32>,
+    /// New connections per second per IPv4 address or IPv6 /64 [default: 50].
+    #[arg(long, env = "TLS_ECHO_RATE_PER_IP", value_name = "R")]
+    pub rate_per_ip: Option<f64>,
+    /// Burst of new connections allowed above the rate [default: 100].
+    #[arg(long, env = "TLS_ECHO_RATE_BURST", value_name = "N")]
+    pub rate_burst: Option<u32>,
+    /// Require client certificates chaining to this PEM CA bundle (mutual TLS).
+    #[arg(long, env = "TLS_ECHO_CLIENT_CA", value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// Admit only client certificates with this SAN (DNS or URI) or CN; repeatable.
+    #[arg(
+        long,
+        env = "TLS_ECHO_ALLOW_CLIENT",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub allow_client: Vec<String>,
+    /// Expect a PROXY protocol v1/v2 header from trusted proxies.
+    #[arg(long, env = "TLS_ECHO_PROXY_PROTOCOL", requires = "trusted_proxy")]
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Proxy network whose PROXY headers are believed; repeatable.
+    #[arg(
+        long,
+        env = "TLS_ECHO_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub trusted_proxy: Vec<Cidr>,
+
+    /// Time a peer has to complete the TLS handshake [default: 10s].
+    #[arg(long, env = "TLS_ECHO_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
+    pub handshake_timeout: Option<Seconds>,
+    /// Time without a complete line before the connection is closed [default: 300s].
+    #[arg(long, env = "TLS_ECHO_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<Seconds>,
+    /// Time a client may leave pending echo data unread [default: 30s].
+    #[arg(long, env = "TLS_ECHO_WRITE_TIMEOUT", value_name = "DURATION")]
+    pub write_timeout: Option<Seconds>,
+    /// Time open connections get to finish after SIGTERM/SIGINT [default: 10s].
+    #[arg(long, env = "TLS_ECHO_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    pub shutdown_timeout: Option<Seconds>,
+    /// Longest life of one connection [default: unlimited].
+    #[arg(long, env = "TLS_ECHO_MAX_CONN_LIFETIME", value_name = "DURATION")]
+    pub max_conn_lifetime: Option<Seconds>,
+    /// Most bytes one connection may send [default: unlimited].
+    #[arg(long, env = "TLS_ECHO_MAX_CONN_BYTES", value_name = "BYTES")]
+    pub max_conn_bytes: Option<u64>,
+    /// Offer TLS 1.3 only (Mozilla "modern").
+    #[arg(long, env = "TLS_ECHO_TLS13_ONLY")]
+    #[serde(default)]
+    pub tls13_only: bool,
+
+    /// Serve Prometheus metrics over plain HTTP on this address (keep it on loopback).
+    #[arg(long, env = "TLS_ECHO_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Set SO_REUSEPORT so several processes can share a port.
+    #[arg(long, env = "TLS_ECHO_REUSE_PORT")]
+    #[serde(default)]
+    pub reuse_port: bool,
+}
+
+/// `tls-echo gen-certs`.
+#[derive(Debug, Args)]
+pub struct GenCertsArgs {
+    /// Directory to write into.
+    #[arg(long, default_value = "certs")]
+    pub out: PathBuf,
+    /// DNS name for the server certificate; repeatable [default: localhost].
+    #[arg(long = "name", value_name = "DNS")]
+    pub names: Vec<String>,
+    /// IP address for the server certificate; repeatable [default: 127.0.0.1 and ::1].
+    #[arg(long = "ip", value_name = "IP")]
+    pub ips: Vec<IpAddr>,
+    /// Also write a client certificate with this name (for mutual TLS).
+    #[arg(long, value_name = "NAME")]
+    pub client: Option<String>,
+    /// Validity of the server and client certificates in days.
+    #[arg(long, default_value_t = 90)]
+    pub days: u32,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `tls-echo client`.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:4433")]
+    pub connect: String,
+    /// PEM CA bundle to verify the server against [default: the system trust store].
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Name to verify the server certificate for [default: the host part of --connect].
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Client certificate chain for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Client private key for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+/// `tls-echo check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The configuration to check, as the server would take it.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Also say whether a connection from this address would be admitted.
+    #[arg(long, value_name = "IP")]
+    pub peer: Option<IpAddr>,
+    /// With --peer: also check this client certificate against --client-ca/--allow-client.
+    #[arg(long, value_name = "FILE", requires = "peer")]
+    pub client_cert: Option<PathBuf>,
+}
+
+/// A duration written `250ms`, `10s`, `5m`, `1h` or a bare number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(pub Duration);
+
+impl FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("'{s}' is not a duration; write e.g. 250ms, 10s, 5m or 1h"))?;
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "" | "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => return Err(format!("'{s}': unknown unit '{unit}'; use ms, s, m or h")),
+        };
+        Ok(Seconds(d))
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(n) => Ok(Seconds(Duration::from_secs(n))),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!("250ms".parse(), Ok(Seconds(Duration::from_millis(250))));
+        assert_eq!("10".parse(), Ok(Seconds(Duration::from_secs(10))));
+        assert_eq!("5m".parse(), Ok(Seconds(Duration::from_secs(300))));
+        assert!("10 parsecs".parse::<Seconds>().is_err());
+        assert!("s".parse::<Seconds>().is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,109 @@
+//! One peer's life: (PROXY header) -> handshake under a deadline -> echo -> close_notify ->
+//! one close event with duration, lines, bytes and reason.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tracing::{Span, debug, info};
+
+use crate::echo::{self, Stop, Tally};
+use crate::firewall::{Pass, Refusal};
+use crate::proxy::{self, Origin};
+use crate::server::State;
+use crate::tls::handshake_failure_reason;
+
+/// A connection from a trusted proxy: reads the PROXY header, then applies the firewall to the
+/// client it names (a LOCAL header, e.g. a health check, stands for the proxy itself).
+pub async fn proxied(state: Arc<State>, mut stream: TcpStream, proxy_addr: SocketAddr) {
+    let header =
+        tokio::time::timeout(state.config.handshake_timeout, proxy::read(&mut stream)).await;
+    let client = match header {
+        Ok(Ok(Origin::Client(addr))) => SocketAddr::new(addr.ip().to_canonical(), addr.port()),
+        Ok(Ok(Origin::Local)) => proxy_addr,
+        Ok(Err(e)) => {
+            state.firewall.refuse(Refusal::ProxyHeader, proxy_addr.ip());
+            debug!(error = %e, "PROXY header refused");
+            return;
+        }
+        Err(_) => {
+            state.firewall.refuse(Refusal::ProxyHeader, proxy_addr.ip());
+            debug!("no PROXY header within the handshake timeout");
+            return;
+        }
+    };
+    Span::current().record("peer", tracing::field::display(client));
+    if let Ok(pass) = state.firewall.admit(client.ip()) {
+        run(state, stream, client, pass).await;
+    }
+}
+
+/// An admitted connection: TLS, then echo until one side ends it.
+pub async fn run(state: Arc<State>, stream: TcpStream, peer: SocketAddr, pass: Pass) {
+    let _pass = pass;
+    let started = Instant::now();
+    // Small echoes must not wait for Nagle and delayed ACKs.
+    let _ = stream.set_nodelay(true);
+    let acceptor = TlsAcceptor::from(Arc::clone(&state.tls.load().config));
+    let handshake = tokio::select! {
+        () = state.shutdown.cancelled() => return,
+        r = tokio::time::timeout(state.config.handshake_timeout, acceptor.accept(stream)) => r,
+    };
+    let mut tls = match handshake {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return handshake_failed(&state, handshake_failure_reason(&e), &e),
+        Err(_) => {
+            return handshake_failed(
+                &state,
+                "timeout",
+                &"no handshake within --handshake-timeout",
+            );
+        }
+    };
+    state.metrics.handshake_done(started.elapsed());
+    {
+        let (_, session) = tls.get_ref();
+        info!(
+            version = session.protocol_version().and_then(|v| v.as_str()).unwrap_or("?"),
+            suite = session.negotiated_cipher_suite().and_then(|s| s.suite().as_str()).unwrap_or("?"),
+            group = ?session.negotiated_key_exchange_group().map(|g| g.name()),
+            sni = session.server_name().unwrap_or(""),
+            "connected"
+        );
+    }
+    let lifetime = state.config.max_conn_lifetime;
+    let revoked = state.firewall.revoked(peer.ip());
+    let shutdown = state.shutdown.clone();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown.cancelled() => Stop::Shutdown,
+            () = revoked => Stop::Revoked,
+            () = async { match lifetime {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            } } => Stop::Lifetime,
+        }
+    };
+    tokio::pin!(stop);
+    let mut tally = Tally::default();
+    let ending = echo::run(&mut tls, &state.config.echo, stop, &mut tally).await;
+    state.metrics.closed(ending, &tally);
+    info!(
+        duration_ms = started.elapsed().as_millis() as u64,
+        lines = tally.lines,
+        bytes = tally.bytes,
+        reason = ending.label(),
+        "closed"
+    );
+}
+
+fn handshake_failed(state: &State, reason: &'static str, detail: &dyn std::fmt::Display) {
+    state.metrics.handshake_failed(reason);
+    if state.first_failure(reason) {
+        info!(reason, %detail, "TLS handshake failed (first of its kind; later ones log at debug)");
+    } else {
+        debug!(reason, %detail, "TLS handshake failed");
+    }
+}

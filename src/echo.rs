@@ -1,0 +1,381 @@
+//! The echo loops over one buffer per connection: read into its tail, echo the complete valid
+//! lines in one write, move the rest to the front. No allocation per message, and memory is
+//! bounded by `--max-line` whatever the client sends: while an echo cannot be written the loop
+//! does not read (back-pressure), and every read and write has a deadline.
+
+use std::future::Future;
+use std::io::Write as _;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, timeout, timeout_at};
+
+use crate::cli::Mode;
+use crate::line::{self, Violation};
+
+/// Per-connection limits of the echo phase.
+#[derive(Debug, Clone)]
+pub struct EchoLimits {
+    /// Line or raw echo.
+    pub mode: Mode,
+    /// Longest line, terminator included; also the buffer size.
+    pub max_line: usize,
+    /// Longest wait for the next complete line (raw mode: the next byte).
+    pub idle_timeout: Duration,
+    /// Longest wait for the client to take pending echo data.
+    pub write_timeout: Duration,
+    /// Most bytes one connection may send.
+    pub max_bytes: Option<u64>,
+}
+
+/// Why the echo phase must end early, decided outside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The server is shutting down: echo what has arrived, then close.
+    Shutdown,
+    /// The peer is no longer on the allowlist: close now.
+    Revoked,
+    /// `--max-conn-lifetime` has passed: close at the next line boundary.
+    Lifetime,
+}
+
+/// How a connection's echo phase ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The client closed cleanly.
+    Eof,
+    /// The client broke the line protocol.
+    Violation(Violation),
+    /// No complete line within `--idle-timeout`.
+    IdleTimeout,
+    /// The client did not take its echo within `--write-timeout`.
+    WriteTimeout,
+    /// `--max-conn-bytes` reached.
+    ByteLimit,
+    /// Ended from outside.
+    Stopped(Stop),
+    /// The transport failed (reset, TLS error).
+    IoError,
+}
+
+impl Ending {
+    /// A stable label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Ending::Eof => "client-closed",
+            Ending::Violation(v) => v.code(),
+            Ending::IdleTimeout => "idle-timeout",
+            Ending::WriteTimeout => "write-timeout",
+            Ending::ByteLimit => "max-conn-bytes",
+            Ending::Stopped(Stop::Shutdown) => "shutdown",
+            Ending::Stopped(Stop::Revoked) => "access-revoked",
+            Ending::Stopped(Stop::Lifetime) => "max-conn-lifetime",
+            Ending::IoError => "io-error",
+        }
+    }
+
+    /// The `ERR` line sent before closing, if this ending has one.
+    fn err_text(self) -> Option<&'static str> {
+        Some(match self {
+            Ending::Violation(v) => v.message(),
+            Ending::IdleTimeout => "no complete line within the idle timeout",
+            Ending::ByteLimit => "connection byte limit reached",
+            Ending::Stopped(Stop::Lifetime) => "connection lifetime limit reached",
+            _ => return None,
+        })
+    }
+}
+
+/// What one connection echoed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tally {
+    /// Lines echoed (line mode).
+    pub lines: u64,
+    /// Bytes echoed.
+    pub bytes: u64,
+}
+
+/// Echoes until the client leaves, breaks a rule, or `stop` fires; then sends the `ERR` line if
+/// any and close_notify. Returns why it ended.
+pub async fn run<S, F>(
+    stream: &mut S,
+    limits: &EchoLimits,
+    stop: Pin<&mut F>,
+    tally: &mut Tally,
+) -> Ending
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = Stop>,
+{
+    let mut echo = Echo {
+        stream,
+        limits,
+        buf: vec![0; limits.max_line.max(1)].into_boxed_slice(),
+        filled: 0,
+        checked: 0,
+        tally,
+    };
+    let ending = echo.serve(stop).await;
+    echo.close(ending).await;
+    ending
+}
+
+struct Echo<'a, S> {
+    stream: &'a mut S,
+    limits: &'a EchoLimits,
+    buf: Box<[u8]>,
+    /// Bytes in `buf`: the start of a line whose end has not arrived (raw mode: nothing).
+    filled: usize,
+    /// How much of that partial line is already validated.
+    checked: usize,
+    tally: &'a mut Tally,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Echo<'_, S> {
+    async fn serve<F: Future<Output = Stop>>(&mut self, mut stop: Pin<&mut F>) -> Ending {
+        let mut idle_deadline = Instant::now() + self.limits.idle_timeout;
+        loop {
+            let read = tokio::select! {
+                biased;
+                why = stop.as_mut() => return self.stopped(why).await,
+                r = timeout_at(idle_deadline, self.stream.read(&mut self.buf[self.filled..])) => r,
+            };
+            let n = match read {
+                Err(_) => return Ending::IdleTimeout,
+                Ok(Err(_)) => return Ending::IoError,
+                Ok(Ok(0)) => return self.at_eof().await,
+                Ok(Ok(n)) => n,
+            };
+            let before = self.tally.lines;
+            if let Err(ending) = self.consume(n).await {
+                return ending;
+            }
+            if self.limits.mode == Mode::Raw || self.tally.lines > before {
+                idle_deadline = Instant::now() + self.limits.idle_timeout;
+            }
+        }
+    }
+
+    /// Handles `n` new bytes at `buf[filled..]`: echoes what is complete and valid.
+    async fn consume(&mut self, n: usize) -> Result<(), Ending> {
+        let budget = self.limits.max_bytes.map_or(usize::MAX, |m| {
+            m.saturating_sub(self.tally.bytes)
+                .try_into()
+                .unwrap_or(usize::MAX)
+        });
+        self.filled += n;
+        if self.limits.mode == Mode::Raw {
+            let end = self.filled.min(budget);
+            self.write(end, 0).await?;
+            self.filled = 0;
+            return if end < n {
+                Err(Ending::ByteLimit)
+            } else {
+                Ok(())
+            };
+        }
+        let scan = scan(&self.buf[..self.filled], self.checked, budget);
+        self.write(scan.end, scan.lines).await?;
+        self.buf.copy_within(scan.end..self.filled, 0);
+        self.filled -= scan.end;
+        self.checked = self.filled;
+        match scan.stop {
+            Some(ending) => Err(ending),
+            None if self.filled == self.buf.len() => Err(Ending::Violation(Violation::LineTooLong)),
+            None => Ok(()),
+        }
+    }
+
+    async fn at_eof(&mut self) -> Ending {
+        let tail = &self.buf[..self.filled];
+        if tail.is_empty() || self.limits.mode == Mode::Raw {
+            return Ending::Eof;
+        }
+        if let Err(v) = line::check_line(tail) {
+            return Ending::Violation(v);
+        }
+        if self.tally.bytes + tail.len() as u64 > self.limits.max_bytes.unwrap_or(u64::MAX) {
+            return Ending::ByteLimit;
+        }
+        match self.write(self.filled, 1).await {
+            Ok(()) => Ending::Eof,
+            Err(e) => e,
+        }
+    }
+
+    /// On shutdown, echoes every complete line that has already arrived, without waiting for
+    /// more; otherwise ends at once.
+    async fn stopped(&mut self, why: Stop) -> Ending {
+        if why == Stop::Shutdown {
+            loop {
+                let read = tokio::select! {
+                    biased;
+                    r = self.stream.read(&mut self.buf[self.filled..]) => r,
+                    () = std::future::ready(()) => break,
+                };
+                match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if let Err(ending) = self.consume(n).await {
+                            return ending;
+                        }
+                    }
+                }
+            }
+        }
+        Ending::Stopped(why)
+    }
+
+    /// Writes `buf[..end]` and flushes it to the socket within the write deadline.
+    async fn write(&mut self, end: usize, lines: u64) -> Result<(), Ending> {
+        if end == 0 {
+            return Ok(());
+        }
+        let stream = &mut *self.stream;
+        let data = &self.buf[..end];
+        match timeout(self.limits.write_timeout, async {
+            stream.write_all(data).await?;
+            stream.flush().await
+        })
+        .await
+        {
+            Err(_) => Err(Ending::WriteTimeout),
+            Ok(Err(_)) => Err(Ending::IoError),
+            Ok(Ok(())) => {
+                self.tally.lines += lines;
+                self.tally.bytes += end as u64;
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends the `ERR` line for `ending`, if it has one, then close_notify, each under the write
+    /// deadline. A client that is gone or stuck is simply dropped.
+    async fn close(&mut self, ending: Ending) {
+        if matches!(ending, Ending::WriteTimeout | Ending::IoError) {
+            return;
+        }
+        let _ = timeout(self.limits.write_timeout, async {
+            if let Some(text) = ending.err_text() {
+                let mut line = [0u8; 160];
+                let mut cursor = &mut line[..];
+                let _ = writeln!(cursor, "ERR {} {}", ending.label(), text);
+                let len = 160 - cursor.len();
+                self.stream.write_all(&line[..len]).await?;
+            }
+            self.stream.shutdown().await
+        })
+        .await;
+    }
+}
+
+/// The result of scanning a buffer that starts at a line boundary.
+#[derive(Debug, PartialEq, Eq)]
+struct Scan {
+    /// Bytes at the front that are complete, valid lines within the byte budget.
+    end: usize,
+    /// How many lines that is.
+    lines: u64,
+    /// Why scanning stopped before the partial line at the end, if it did.
+    stop: Option<Ending>,
+}
+
+/// Finds the complete valid lines at the front of `buf`. The first `checked` bytes are a line
+/// prefix validated earlier, so a line arriving in many small reads is validated in linear time.
+fn scan(buf: &[u8], checked: usize, budget: usize) -> Scan {
+    let mut start = 0;
+    let mut lines = 0;
+    let mut from = checked;
+    while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
+        let end = from + i + 1;
+        if let Err(v) = line::check_line(&buf[start..end]) {
+            return Scan {
+                end: start,
+                lines,
+                stop: Some(Ending::Violation(v)),
+            };
+        }
+        if end > budget {
+            return Scan {
+                end: start,
+                lines,
+                stop: Some(Ending::ByteLimit),
+            };
+        }
+        lines += 1;
+        start = end;
+        from = end;
+    }
+    let tail = &buf[start..];
+    let known_good = if start == 0 { checked } else { 0 };
+    let resume = char_start_before(tail, known_good.saturating_sub(1));
+    let stop = line::check_prefix(&tail[resume..])
+        .err()
+        .map(Ending::Violation);
+    Scan {
+        end: start,
+        lines,
+        stop,
+    }
+}
+
+/// The start of the UTF-8 character at or before `i` in text that is valid up to `i`.
+fn char_start_before(text: &[u8], mut i: usize) -> usize {
+    while i > 0 && text.get(i).is_some_and(|b| b & 0xc0 == 0x80) {
+        i -= 1;
+    }
+    i.min(text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_splits_lines_and_keeps_the_tail() {
+        let s = scan(b"one\ntwo\r\nthr", 0, usize::MAX);
+        assert_eq!(
+            s,
+            Scan {
+                end: 9,
+                lines: 2,
+                stop: None
+            }
+        );
+    }
+
+    #[test]
+    fn scan_stops_before_a_bad_line() {
+        let s = scan(b"ok\nbad\x00\nnever\n", 0, usize::MAX);
+        assert_eq!(s.end, 3);
+        assert_eq!(s.stop, Some(Ending::Violation(Violation::ControlCharacter)));
+    }
+
+    #[test]
+    fn scan_catches_bad_bytes_before_the_terminator() {
+        let s = scan(b"ok\nhalf\xff", 0, usize::MAX);
+        assert_eq!(
+            (s.end, s.stop),
+            (3, Some(Ending::Violation(Violation::InvalidUtf8)))
+        );
+    }
+
+    #[test]
+    fn scan_resumes_inside_a_character() {
+        // "\xe2\x9c\x93" arrives split: the prefix was checked up to the cut.
+        let buf = b"ab\xe2\x9c\x93cd";
+        assert_eq!(scan(buf, 4, usize::MAX).stop, None);
+        let bad = b"ab\rX";
+        assert_eq!(
+            scan(bad, 3, usize::MAX).stop,
+            Some(Ending::Violation(Violation::ControlCharacter))
+        );
+    }
+
+    #[test]
+    fn scan_honours_the_byte_budget_at_a_line_boundary() {
+        let s = scan(b"aa\nbb\ncc\n", 0, 7);
+        assert_eq!((s.end, s.lines, s.stop), (6, 2, Some(Ending::ByteLimit)));
+    }
+}
