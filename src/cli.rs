@@ -134,10 +134,10 @@ pub struct ServeArgs {
     /// Most connections open at once per IPv4 address or IPv6 /64 [default: 256].
     #[arg(long, env = "TLS_ECHO_MAX_CONNS_PER_IP", value_name = "N")]
     pub max_conns_per_ip: Option<u32>,
-    /// New connections per second per IPv4 address or IPv6 /64 [default: 50].
+    /// New connections per second per IPv4 address or IPv6 /64 [default: 100].
     #[arg(long, env = "TLS_ECHO_RATE_PER_IP", value_name = "R")]
     pub rate_per_ip: Option<f64>,
-    /// Burst of new connections allowed above the rate [default: 100].
+    /// Burst of new connections allowed above the rate [default: 200].
     #[arg(long, env = "TLS_ECHO_RATE_BURST", value_name = "N")]
     pub rate_burst: Option<u32>,
     /// Require client certificates chaining to this PEM CA bundle (mutual TLS).

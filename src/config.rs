@@ -33,9 +33,9 @@ pub mod defaults {
     /// Generous for a host, small against one host hogging the server.
     pub const MAX_CONNS_PER_IP: u32 = 256;
     /// New connections per second per peer: load tests from one host fit with the burst.
-    pub const RATE_PER_IP: f64 = 50.0;
+    pub const RATE_PER_IP: f64 = 100.0;
     /// Connections a peer may open at once above the rate.
-    pub const RATE_BURST: u32 = 100;
+    pub const RATE_BURST: u32 = 200;
     /// Where `--dev` keeps its throwaway CA and certificate.
     pub const DEV_DIR: &str = "certs/dev";
 }
