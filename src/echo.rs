@@ -14,6 +14,11 @@ use tokio::time::{Instant, timeout, timeout_at};
 use crate::cli::Mode;
 use crate::line::{self, Violation};
 
+/// On shutdown, a connection is drained until its client pauses this long...
+const DRAIN_QUIET: Duration = Duration::from_millis(50);
+/// ...or for this long at most, so that a client streaming without pause cannot delay exit.
+const DRAIN_MAX: Duration = Duration::from_millis(500);
+
 /// Per-connection limits of the echo phase.
 #[derive(Debug, Clone)]
 pub struct EchoLimits {
@@ -55,6 +60,8 @@ pub enum Ending {
     ByteLimit,
     /// Ended from outside.
     Stopped(Stop),
+    /// The client closed TCP without close_notify (the stream may be truncated).
+    Truncated,
     /// The transport failed (reset, TLS error).
     IoError,
 }
@@ -71,6 +78,7 @@ impl Ending {
             Ending::Stopped(Stop::Shutdown) => "shutdown",
             Ending::Stopped(Stop::Revoked) => "access-revoked",
             Ending::Stopped(Stop::Lifetime) => "max-conn-lifetime",
+            Ending::Truncated => "closed-without-close-notify",
             Ending::IoError => "io-error",
         }
     }
@@ -143,6 +151,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Echo<'_, S> {
             };
             let n = match read {
                 Err(_) => return Ending::IdleTimeout,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Ending::Truncated;
+                }
                 Ok(Err(_)) => return Ending::IoError,
                 Ok(Ok(0)) => return self.at_eof().await,
                 Ok(Ok(n)) => n,
@@ -204,23 +215,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Echo<'_, S> {
         }
     }
 
-    /// On shutdown, echoes every complete line that has already arrived, without waiting for
-    /// more; otherwise ends at once.
+    /// On shutdown, echoes every complete line that has arrived or is still in flight (until
+    /// the client pauses for `DRAIN_QUIET`, within `DRAIN_MAX`); otherwise ends at once.
     async fn stopped(&mut self, why: Stop) -> Ending {
         if why == Stop::Shutdown {
+            let until = Instant::now() + DRAIN_MAX;
             loop {
-                let read = tokio::select! {
-                    biased;
-                    r = self.stream.read(&mut self.buf[self.filled..]) => r,
-                    () = std::future::ready(()) => break,
-                };
-                match read {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
+                let quiet = (Instant::now() + DRAIN_QUIET).min(until);
+                match timeout_at(quiet, self.stream.read(&mut self.buf[self.filled..])).await {
+                    Ok(Ok(n)) if n > 0 => {
                         if let Err(ending) = self.consume(n).await {
                             return ending;
                         }
                     }
+                    _ => break,
                 }
             }
         }
@@ -253,7 +261,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Echo<'_, S> {
     /// Sends the `ERR` line for `ending`, if it has one, then close_notify, each under the write
     /// deadline. A client that is gone or stuck is simply dropped.
     async fn close(&mut self, ending: Ending) {
-        if matches!(ending, Ending::WriteTimeout | Ending::IoError) {
+        if matches!(
+            ending,
+            Ending::WriteTimeout | Ending::IoError | Ending::Truncated
+        ) {
             return;
         }
         let _ = timeout(self.limits.write_timeout, async {

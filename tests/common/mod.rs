@@ -111,6 +111,11 @@ impl Pki {
 pub struct Log(Arc<(Mutex<Vec<String>>, Condvar)>);
 
 impl Log {
+    /// Collects the lines of `stream` (a child's stderr) in the background.
+    pub fn follow_public(&self, stream: impl std::io::Read + Send + 'static) {
+        self.follow(stream)
+    }
+
     fn follow(&self, stream: impl std::io::Read + Send + 'static) {
         let log = self.clone();
         std::thread::spawn(move || {
