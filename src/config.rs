@@ -135,10 +135,22 @@ pub fn with_file(args: ServeArgs) -> Result<ServeArgs, ConfigError> {
         path: path.clone(),
         source,
     })?;
-    let file: ServeArgs = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+    let mut file: ServeArgs = toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.clone(),
         message: e.to_string().trim_end().to_string(),
     })?;
+    // Relative paths in the file are relative to the file, wherever the server is started.
+    let base = path.parent().unwrap_or(Path::new("."));
+    for p in [
+        &mut file.cert,
+        &mut file.key,
+        &mut file.allow_file,
+        &mut file.client_ca,
+    ] {
+        if let Some(rel) = p.as_mut().filter(|p| p.is_relative()) {
+            *rel = base.join(&*rel);
+        }
+    }
     Ok(merge(args, file))
 }
 

@@ -489,6 +489,25 @@ mod config_file {
         assert!(accepts(&pki, &[], &[], 4000).await, "default 4096");
     }
 
+    #[tokio::test]
+    async fn relative_paths_in_the_file_are_relative_to_the_file() {
+        let pki = Pki::new();
+        let file = pki.write(
+            "tls-echo.toml",
+            "cert = \"server.pem\"\nkey = \"server.key\"\nlisten = [\"127.0.0.1:0\"]\n",
+        );
+        let elsewhere = tempfile::tempdir().unwrap();
+        let s = Server::start_in(
+            &args(&["--config", &file.display().to_string()]),
+            Some(elsewhere.path()),
+        );
+        let mut c = connect(s.addr(), &pki.ca).await;
+        assert_eq!(
+            roundtrip(&mut c, b"via config\n", 11).await,
+            b"via config\n"
+        );
+    }
+
     #[test]
     fn unknown_keys_and_bad_values_name_the_key_and_the_file() {
         let pki = Pki::new();
