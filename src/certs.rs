@@ -149,20 +149,70 @@ pub fn loopback_names() -> (Vec<String>, Vec<IpAddr>) {
     )
 }
 
+/// What `gen-certs` (and `--dev`) issue: a CA, a server certificate, optionally a client one.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// DNS names of the server certificate.
+    pub names: Vec<String>,
+    /// IP addresses of the server certificate.
+    pub ips: Vec<IpAddr>,
+    /// Name of a client certificate to issue too.
+    pub client: Option<String>,
+    /// Validity of the leaf certificates (the CA lives at least ten years).
+    pub days: u32,
+}
+
+/// Issues `req` and writes it under `dir` (keys mode 0600). Unless `force`, refuses to replace
+/// any existing file, before writing anything. Returns the files written.
+pub fn write_set(dir: &Path, req: &Request, force: bool) -> anyhow::Result<Vec<PathBuf>> {
+    let ca = Ca::new(
+        "tls-echo CA (throwaway, made by tls-echo)",
+        Validity::days(req.days.max(3650)),
+    )?;
+    let server = ca.server(&req.names, &req.ips, Validity::days(req.days))?;
+    let layout = Layout::in_dir(dir);
+    let mut files = vec![
+        (layout.ca, ca.pair.cert_pem.clone(), 0o644),
+        (layout.ca_key, ca.pair.key_pem.clone(), 0o600),
+        (layout.cert, server.cert_pem, 0o644),
+        (layout.key, server.key_pem, 0o600),
+    ];
+    if let Some(name) = &req.client {
+        let client = ca.client(name, Validity::days(req.days))?;
+        files.push((dir.join("client.pem"), client.cert_pem, 0o644));
+        files.push((dir.join("client.key"), client.key_pem, 0o600));
+    }
+    if let Some((existing, ..)) = files.iter().find(|(p, ..)| p.exists() && !force) {
+        anyhow::bail!(
+            "{} exists; pass --force to overwrite the whole set",
+            existing.display()
+        );
+    }
+    fs::create_dir_all(dir)?;
+    for (path, text, mode) in &files {
+        write_new(path, text, *mode, force)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(files.into_iter().map(|(p, ..)| p).collect())
+}
+
 /// Makes `--dev` material under `dir` once and reuses it afterwards.
 pub fn ensure_dev(dir: &Path) -> anyhow::Result<Layout> {
     let layout = Layout::in_dir(dir);
     if layout.cert.exists() && layout.key.exists() && layout.ca.exists() {
         return Ok(layout);
     }
-    let ca = Ca::new("tls-echo development CA (throwaway)", Validity::days(3650))?;
     let (names, ips) = loopback_names();
-    let server = ca.server(&names, &ips, Validity::days(365))?;
-    fs::create_dir_all(dir)?;
-    write_new(&layout.ca, &ca.pair.cert_pem, 0o644, true)?;
-    write_new(&layout.ca_key, &ca.pair.key_pem, 0o600, true)?;
-    write_new(&layout.cert, &server.cert_pem, 0o644, true)?;
-    write_new(&layout.key, &server.key_pem, 0o600, true)?;
+    write_set(
+        dir,
+        &Request {
+            names,
+            ips,
+            client: None,
+            days: 365,
+        },
+        true,
+    )?;
     tracing::info!(dir = %dir.display(), "created development CA and server certificate");
     Ok(layout)
 }
