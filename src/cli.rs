@@ -53,6 +53,16 @@ pub enum Mode {
     Raw,
 }
 
+impl Mode {
+    /// The name used on the command line and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Line => "line",
+            Mode::Raw => "raw",
+        }
+    }
+}
+
 /// The format of log lines on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]

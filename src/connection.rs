@@ -22,7 +22,10 @@ pub async fn proxied(state: Arc<State>, mut stream: TcpStream, proxy_addr: Socke
         tokio::time::timeout(state.config.handshake_timeout, proxy::read(&mut stream)).await;
     let client = match header {
         Ok(Ok(Origin::Client(addr))) => SocketAddr::new(addr.ip().to_canonical(), addr.port()),
-        Ok(Ok(Origin::Local)) => proxy_addr,
+        Ok(Ok(Origin::Local)) => {
+            debug!("PROXY LOCAL header: the proxy's own connection (a health check)");
+            proxy_addr
+        }
         Ok(Err(e)) => {
             state.firewall.refuse(Refusal::ProxyHeader, proxy_addr.ip());
             debug!(error = %e, "PROXY header refused");
@@ -66,9 +69,18 @@ pub async fn run(state: Arc<State>, stream: TcpStream, peer: SocketAddr, pass: P
     {
         let (_, session) = tls.get_ref();
         info!(
-            version = session.protocol_version().and_then(|v| v.as_str()).unwrap_or("?"),
-            suite = session.negotiated_cipher_suite().and_then(|s| s.suite().as_str()).unwrap_or("?"),
-            group = ?session.negotiated_key_exchange_group().map(|g| g.name()),
+            version = session
+                .protocol_version()
+                .and_then(|v| v.as_str())
+                .unwrap_or("?"),
+            suite = session
+                .negotiated_cipher_suite()
+                .and_then(|s| s.suite().as_str())
+                .unwrap_or("?"),
+            group = session
+                .negotiated_key_exchange_group()
+                .and_then(|g| g.name().as_str())
+                .unwrap_or("?"),
             sni = session.server_name().unwrap_or(""),
             "connected"
         );
