@@ -54,8 +54,11 @@ pub fn check_line(line: &[u8]) -> Result<(), Violation> {
 /// Checks the start of a line whose end has not arrived: a UTF-8 sequence cut at the end, or a
 /// final CR that an LF may still follow, is not an error yet.
 pub fn check_prefix(prefix: &[u8]) -> Result<(), Violation> {
-    let content = prefix.strip_suffix(b"\r").unwrap_or(prefix);
-    check(content, true)
+    match prefix.strip_suffix(b"\r") {
+        // Before a final CR the text must be complete: no UTF-8 sequence continues past a CR.
+        Some(content) => check(content, false),
+        None => check(prefix, true),
+    }
 }
 
 /// The first violation in `content`, which holds no terminator. The earliest offending byte
@@ -154,6 +157,7 @@ mod tests {
     fn prefix_tolerates_open_end_only() {
         assert_eq!(check_prefix(b"half \xe2\x9c"), Ok(()));
         assert_eq!(check_prefix(b"waiting for lf\r"), Ok(()));
+        assert_eq!(check_prefix(b"cut \xe2\r"), Err(Violation::InvalidUtf8));
         assert_eq!(check_prefix(b"bad \xff more"), Err(Violation::InvalidUtf8));
         assert_eq!(check_prefix(b"\x07"), Err(Violation::ControlCharacter));
     }

@@ -1,7 +1,8 @@
 //! Counters of what the server did, kept in a prometheus-client registry so that the optional
 //! `--metrics-listen` endpoint can serve them in the Prometheus text format.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -29,6 +30,7 @@ pub struct Metrics {
     reloads: Labeled,
     active: Gauge,
     cert_expiry: Gauge,
+    cert_not_after: AtomicI64,
 }
 
 impl Default for Metrics {
@@ -54,6 +56,7 @@ impl Metrics {
             reloads: Labeled::default(),
             active: Gauge::default(),
             cert_expiry: Gauge::default(),
+            cert_not_after: AtomicI64::new(0),
             registry: Registry::default(),
         };
         registry.register(
@@ -160,16 +163,25 @@ impl Metrics {
         self.reloads.get_or_create(&[("outcome", outcome)]).inc();
     }
 
-    /// The serving certificate expires in `secs` seconds.
-    pub fn set_cert_expiry(&self, secs: i64) {
-        self.cert_expiry.set(secs);
+    /// The serving certificate is valid until `not_after` (Unix seconds).
+    pub fn set_cert_not_after(&self, not_after: i64) {
+        self.cert_not_after.store(not_after, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        // Computed at scrape time so the figure never goes stale between reloads.
+        self.cert_expiry
+            .set(self.cert_not_after.load(Ordering::Relaxed) - unix_now());
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

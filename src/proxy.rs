@@ -63,6 +63,12 @@ pub fn parse(header: &[u8]) -> Result<Origin, HeaderError> {
             if h.header.len() != header.len() {
                 return Err(HeaderError::Malformed("trailing bytes".into()));
             }
+            // ppp also takes a bare LF; the specification (and `read`) end the header at CRLF.
+            if !header.ends_with(b"\r\n") {
+                return Err(HeaderError::Malformed(
+                    "v1 header must end with CRLF".into(),
+                ));
+            }
             Ok(match h.addresses {
                 v1::Addresses::Tcp4(a) => {
                     Origin::Client(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port))
@@ -164,6 +170,10 @@ mod tests {
         assert_eq!(read(&mut &endless[..]).await, Err(HeaderError::TooLarge));
         assert!(matches!(
             read(&mut &b"PROXY TCP4 nonsense\r\n"[..]).await,
+            Err(HeaderError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse(b"PROXY TCP4 192.0.2.1 198.51.100.1 5678 443\n"),
             Err(HeaderError::Malformed(_))
         ));
         assert_eq!(
