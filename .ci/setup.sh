@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 need=()
 for pair in openssl:openssl haproxy:haproxy gnutls-cli:gnutls-bin testssl:testssl.sh \
             sslscan:sslscan systemd-nspawn:systemd-container debootstrap:debootstrap \
-            systemd-analyze:systemd systemd-socket-activate:systemd pgrep:procps; do
+            systemd-analyze:systemd systemd-socket-activate:systemd pgrep:procps \
+            strace:strace; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

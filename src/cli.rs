@@ -279,11 +279,16 @@ impl FromStr for Seconds {
         let n: u64 = number
             .parse()
             .map_err(|_| format!("'{s}' is not a duration; write e.g. 250ms, 10s, 5m or 1h"))?;
+        let secs = |per: u64| {
+            n.checked_mul(per)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("'{s}' is too long a duration"))
+        };
         let d = match unit {
             "ms" => Duration::from_millis(n),
             "" | "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
+            "m" => secs(60)?,
+            "h" => secs(3600)?,
             _ => return Err(format!("'{s}': unknown unit '{unit}'; use ms, s, m or h")),
         };
         Ok(Seconds(d))
@@ -316,6 +321,7 @@ mod tests {
         assert_eq!("5m".parse(), Ok(Seconds(Duration::from_secs(300))));
         assert!("10 parsecs".parse::<Seconds>().is_err());
         assert!("s".parse::<Seconds>().is_err());
+        assert!("5124095576030432h".parse::<Seconds>().is_err());
     }
 
     #[test]
