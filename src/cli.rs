@@ -279,19 +279,26 @@ impl FromStr for Seconds {
         let n: u64 = number
             .parse()
             .map_err(|_| format!("'{s}' is not a duration; write e.g. 250ms, 10s, 5m or 1h"))?;
-        let secs = |per: u64| {
-            n.checked_mul(per)
-                .map(Duration::from_secs)
-                .ok_or_else(|| format!("'{s}' is too long a duration"))
-        };
-        let d = match unit {
-            "ms" => Duration::from_millis(n),
-            "" | "s" => Duration::from_secs(n),
-            "m" => secs(60)?,
-            "h" => secs(3600)?,
+        let scale = match unit {
+            "ms" => 1,
+            "" | "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
             _ => return Err(format!("'{s}': unknown unit '{unit}'; use ms, s, m or h")),
         };
-        Ok(Seconds(d))
+        Seconds::within_ceiling(n.checked_mul(scale).map(Duration::from_millis), s)
+    }
+}
+
+impl Seconds {
+    /// The longest duration accepted: ten years. Longer values are typos, and deadlines are
+    /// added to the clock, which must not overflow.
+    pub const CEILING: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+    fn within_ceiling(d: Option<Duration>, text: &str) -> Result<Seconds, String> {
+        d.filter(|d| *d <= Self::CEILING)
+            .map(Seconds)
+            .ok_or_else(|| format!("'{text}' is longer than the ten-year ceiling"))
     }
 }
 
@@ -304,7 +311,8 @@ impl<'de> Deserialize<'de> for Seconds {
             Text(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Secs(n) => Ok(Seconds(Duration::from_secs(n))),
+            Raw::Secs(n) => Seconds::within_ceiling(Some(Duration::from_secs(n)), &n.to_string())
+                .map_err(serde::de::Error::custom),
             Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
         }
     }
@@ -322,6 +330,12 @@ mod tests {
         assert!("10 parsecs".parse::<Seconds>().is_err());
         assert!("s".parse::<Seconds>().is_err());
         assert!("5124095576030432h".parse::<Seconds>().is_err());
+        assert!("18446744073709551615".parse::<Seconds>().is_err());
+        assert!(toml::from_str::<ServeArgs>("idle-timeout = 18446744073709551615").is_err());
+        assert_eq!(
+            "3650d".parse::<Seconds>().map(|_| ()),
+            Err("'3650d': unknown unit 'd'; use ms, s, m or h".into())
+        );
     }
 
     #[test]
