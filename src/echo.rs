@@ -1,11 +1,13 @@
 //! The echo loops over one buffer per connection: read into its tail, echo the complete valid
-//! lines in one write, move the rest to the front. No allocation per message, and memory is
-//! bounded by `--max-line` whatever the client sends: while an echo cannot be written the loop
+//! lines in one write, move the rest to the front. No allocation per message; the buffer is
+//! allocated when the first data arrives (an idle connection holds none) and is the larger of
+//! `--max-line` and 16 KiB whatever the client sends: while an echo cannot be written the loop
 //! does not read (back-pressure), and every read and write has a deadline.
 
 use std::future::Future;
 use std::io::Write as _;
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -19,12 +21,16 @@ const DRAIN_QUIET: Duration = Duration::from_millis(50);
 /// ...or for this long at most, so that a client streaming without pause cannot delay exit.
 const DRAIN_MAX: Duration = Duration::from_millis(500);
 
+/// The buffer when `--max-line` is smaller: a whole TLS record's plaintext, so a stream of
+/// lines is echoed in full-size records (a 4 KiB buffer halved bulk throughput per CPU).
+const MIN_BUFFER: usize = 16 * 1024;
+
 /// Per-connection limits of the echo phase.
 #[derive(Debug, Clone)]
 pub struct EchoLimits {
     /// Line or raw echo.
     pub mode: Mode,
-    /// Longest line, terminator included; also the buffer size.
+    /// Longest line, terminator included.
     pub max_line: usize,
     /// Longest wait for the next complete line (raw mode: the next byte).
     pub idle_timeout: Duration,
@@ -119,7 +125,7 @@ where
     let mut echo = Echo {
         stream,
         limits,
-        buf: vec![0; limits.max_line.max(1)].into_boxed_slice(),
+        buf: Box::default(),
         filled: 0,
         checked: 0,
         tally,
@@ -132,6 +138,7 @@ where
 struct Echo<'a, S> {
     stream: &'a mut S,
     limits: &'a EchoLimits,
+    /// Empty until the first data arrives: an idle connection holds no echo buffer.
     buf: Box<[u8]>,
     /// Bytes in `buf`: the start of a line whose end has not arrived (raw mode: nothing).
     filled: usize,
@@ -142,30 +149,44 @@ struct Echo<'a, S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Echo<'_, S> {
     async fn serve<F: Future<Output = Stop>>(&mut self, mut stop: Pin<&mut F>) -> Ending {
-        let mut idle_deadline = Instant::now() + self.limits.idle_timeout;
+        // One timer for the connection's life, moved forward per line: moving a tokio timer
+        // later is a store, where a timeout per read is a timer-wheel insert and removal.
+        let idle = tokio::time::sleep(self.limits.idle_timeout);
+        tokio::pin!(idle);
         loop {
+            // With no buffer yet this is a zero-length read: it resolves once data (or EOF)
+            // is there, and only then is the buffer allocated.
             let read = tokio::select! {
                 biased;
                 why = stop.as_mut() => return self.stopped(why).await,
-                r = timeout_at(idle_deadline, self.stream.read(&mut self.buf[self.filled..])) => r,
+                r = self.stream.read(&mut self.buf[self.filled..]) => r,
+                () = &mut idle => return Ending::IdleTimeout,
             };
             let n = match read {
-                Err(_) => return Ending::IdleTimeout,
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     return Ending::Truncated;
                 }
-                Ok(Err(_)) => return Ending::IoError,
-                Ok(Ok(0)) => return self.at_eof().await,
-                Ok(Ok(n)) => n,
+                Err(_) => return Ending::IoError,
+                Ok(0) if self.buf.is_empty() => {
+                    self.allocate();
+                    continue;
+                }
+                Ok(0) => return self.at_eof().await,
+                Ok(n) => n,
             };
             let before = self.tally.lines;
             if let Err(ending) = self.consume(n).await {
                 return ending;
             }
             if self.limits.mode == Mode::Raw || self.tally.lines > before {
-                idle_deadline = Instant::now() + self.limits.idle_timeout;
+                idle.as_mut()
+                    .reset(Instant::now() + self.limits.idle_timeout);
             }
         }
+    }
+
+    fn allocate(&mut self) {
+        self.buf = vec![0; self.limits.max_line.max(MIN_BUFFER)].into_boxed_slice();
     }
 
     /// Handles `n` new bytes at `buf[filled..]`: echoes what is complete and valid.
@@ -186,7 +207,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Echo<'_, S> {
                 Ok(())
             };
         }
-        let scan = scan(&self.buf[..self.filled], self.checked, budget);
+        let scan = scan(
+            &self.buf[..self.filled],
+            self.checked,
+            budget,
+            self.limits.max_line,
+        );
         self.write(scan.end, scan.lines).await?;
         self.buf.copy_within(scan.end..self.filled, 0);
         self.filled -= scan.end;
@@ -219,6 +245,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Echo<'_, S> {
     /// the client pauses for `DRAIN_QUIET`, within `DRAIN_MAX`); otherwise ends at once.
     async fn stopped(&mut self, why: Stop) -> Ending {
         if why == Stop::Shutdown {
+            if self.buf.is_empty() {
+                self.allocate();
+            }
             let until = Instant::now() + DRAIN_MAX;
             loop {
                 let quiet = (Instant::now() + DRAIN_QUIET).min(until);
@@ -242,12 +271,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Echo<'_, S> {
         }
         let stream = &mut *self.stream;
         let data = &self.buf[..end];
-        match timeout(self.limits.write_timeout, async {
+        let io = async {
             stream.write_all(data).await?;
             stream.flush().await
-        })
-        .await
-        {
+        };
+        tokio::pin!(io);
+        // Most writes complete at once; only one that must wait starts the write deadline
+        // (a timer and a clock read per echo otherwise).
+        let first = std::future::poll_fn(|cx| Poll::Ready(io.as_mut().poll(cx))).await;
+        let done = match first {
+            Poll::Ready(r) => Ok(r),
+            Poll::Pending => timeout(self.limits.write_timeout, io).await,
+        };
+        match done {
             Err(_) => Err(Ending::WriteTimeout),
             Ok(Err(_)) => Err(Ending::IoError),
             Ok(Ok(())) => {
@@ -294,13 +330,21 @@ struct Scan {
 
 /// Finds the complete valid lines at the front of `buf`. The first `checked` bytes are a line
 /// prefix validated earlier, so a line arriving in many small reads is validated in linear time.
-fn scan(buf: &[u8], checked: usize, budget: usize) -> Scan {
+///
+/// A line longer than `max_line` is judged on its first `max_line` bytes, as if the buffer
+/// held no more: a violation there wins, otherwise it is too long.
+fn scan(buf: &[u8], checked: usize, budget: usize, max_line: usize) -> Scan {
     let mut start = 0;
     let mut lines = 0;
     let mut from = checked;
     while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
         let end = from + i + 1;
-        if let Err(v) = line::check_line(&buf[start..end]) {
+        let verdict = if end - start > max_line {
+            Err(too_long(&buf[start..start + max_line]))
+        } else {
+            line::check_line(&buf[start..end])
+        };
+        if let Err(v) = verdict {
             return Scan {
                 end: start,
                 lines,
@@ -319,16 +363,27 @@ fn scan(buf: &[u8], checked: usize, budget: usize) -> Scan {
         from = end;
     }
     let tail = &buf[start..];
-    let known_good = if start == 0 { checked } else { 0 };
-    let resume = char_start_before(tail, known_good.saturating_sub(1));
-    let stop = line::check_prefix(&tail[resume..])
-        .err()
-        .map(Ending::Violation);
+    let stop = if tail.len() >= max_line {
+        Some(Ending::Violation(too_long(&tail[..max_line])))
+    } else {
+        let known_good = if start == 0 { checked } else { 0 };
+        let resume = char_start_before(tail, known_good.saturating_sub(1));
+        line::check_prefix(&tail[resume..])
+            .err()
+            .map(Ending::Violation)
+    };
     Scan {
         end: start,
         lines,
         stop,
     }
+}
+
+/// Why a line with no terminator in its first `max_line` bytes (`head`) is refused.
+fn too_long(head: &[u8]) -> Violation {
+    line::check_prefix(head)
+        .err()
+        .unwrap_or(Violation::LineTooLong)
 }
 
 /// The start of the UTF-8 character at or before `i` in text that is valid up to `i`.
@@ -345,7 +400,7 @@ mod tests {
 
     #[test]
     fn scan_splits_lines_and_keeps_the_tail() {
-        let s = scan(b"one\ntwo\r\nthr", 0, usize::MAX);
+        let s = scan(b"one\ntwo\r\nthr", 0, usize::MAX, 4096);
         assert_eq!(
             s,
             Scan {
@@ -358,14 +413,14 @@ mod tests {
 
     #[test]
     fn scan_stops_before_a_bad_line() {
-        let s = scan(b"ok\nbad\x00\nnever\n", 0, usize::MAX);
+        let s = scan(b"ok\nbad\x00\nnever\n", 0, usize::MAX, 4096);
         assert_eq!(s.end, 3);
         assert_eq!(s.stop, Some(Ending::Violation(Violation::ControlCharacter)));
     }
 
     #[test]
     fn scan_catches_bad_bytes_before_the_terminator() {
-        let s = scan(b"ok\nhalf\xff", 0, usize::MAX);
+        let s = scan(b"ok\nhalf\xff", 0, usize::MAX, 4096);
         assert_eq!(
             (s.end, s.stop),
             (3, Some(Ending::Violation(Violation::InvalidUtf8)))
@@ -376,17 +431,40 @@ mod tests {
     fn scan_resumes_inside_a_character() {
         // "\xe2\x9c\x93" arrives split: the prefix was checked up to the cut.
         let buf = b"ab\xe2\x9c\x93cd";
-        assert_eq!(scan(buf, 4, usize::MAX).stop, None);
+        assert_eq!(scan(buf, 4, usize::MAX, 4096).stop, None);
         let bad = b"ab\rX";
         assert_eq!(
-            scan(bad, 3, usize::MAX).stop,
+            scan(bad, 3, usize::MAX, 4096).stop,
             Some(Ending::Violation(Violation::ControlCharacter))
         );
     }
 
     #[test]
+    fn scan_judges_long_lines_on_their_first_max_line_bytes() {
+        // Complete but one byte over: too long, and the lines before it are echoed.
+        let s = scan(b"ok\n12345\n", 0, usize::MAX, 5);
+        assert_eq!(
+            (s.end, s.lines, s.stop),
+            (3, 1, Some(Ending::Violation(Violation::LineTooLong)))
+        );
+        assert_eq!(scan(b"1234\n", 0, usize::MAX, 5).stop, None);
+        // A violation within the first max_line bytes wins; one past them is not reached.
+        let s = scan(b"12\x0045678\n", 0, usize::MAX, 5);
+        assert_eq!(s.stop, Some(Ending::Violation(Violation::ControlCharacter)));
+        let s = scan(b"12345\x00\n", 0, usize::MAX, 5);
+        assert_eq!(s.stop, Some(Ending::Violation(Violation::LineTooLong)));
+        // The same for a partial line that reaches max_line.
+        let s = scan(b"ok\n12345", 0, usize::MAX, 5);
+        assert_eq!(
+            (s.end, s.stop),
+            (3, Some(Ending::Violation(Violation::LineTooLong)))
+        );
+        assert_eq!(scan(b"ok\n1234", 0, usize::MAX, 5).stop, None);
+    }
+
+    #[test]
     fn scan_honours_the_byte_budget_at_a_line_boundary() {
-        let s = scan(b"aa\nbb\ncc\n", 0, 7);
+        let s = scan(b"aa\nbb\ncc\n", 0, 7, 4096);
         assert_eq!((s.end, s.lines, s.stop), (6, 2, Some(Ending::ByteLimit)));
     }
 }

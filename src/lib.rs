@@ -12,6 +12,10 @@
 //!
 //! SIGHUP swaps TLS material and allowlist atomically (server::State::reload); SIGTERM/SIGINT
 //! stop accepting and drain (lifecycle).
+//!
+//! Start-up ends with one handshake and echo in memory (selftest), then READY=1 to systemd,
+//! which may also have passed the listening sockets (systemd); `--metrics-listen` serves the
+//! counters (metrics) over a small HTTP responder (scrape).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -31,5 +35,8 @@ pub mod limits;
 pub mod line;
 pub mod metrics;
 pub mod proxy;
+pub mod scrape;
+pub mod selftest;
 pub mod server;
+pub mod systemd;
 pub mod tls;

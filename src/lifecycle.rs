@@ -3,24 +3,47 @@
 
 use std::sync::Arc;
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::server::State;
+use crate::systemd;
 
-/// Handles signals for the life of the process.
-pub async fn handle_signals(state: Arc<State>) -> std::io::Result<()> {
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => match state.reload() {
-                Ok(()) => {}
-                Err(e) => error!(error = %e, "reload failed; the previous configuration stays in force"),
-            },
-            _ = term.recv() => stop(&state, "SIGTERM"),
-            _ = int.recv() => stop(&state, "SIGINT"),
+/// The signals the server acts on, registered before the listeners are announced so that a
+/// SIGHUP sent right after start-up reloads instead of killing the process.
+pub struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    /// Registers the handlers (needs the runtime).
+    pub fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Handles signals for the life of the process.
+    pub async fn handle(mut self, state: Arc<State>) {
+        loop {
+            tokio::select! {
+                _ = self.hup.recv() => {
+                    systemd::reloading();
+                    match state.reload() {
+                        Ok(()) => systemd::reloaded(Ok(())),
+                        Err(e) => {
+                            error!(error = %e, "reload failed; the previous configuration stays in force");
+                            systemd::reloaded(Err(&e));
+                        }
+                    }
+                }
+                _ = self.term.recv() => stop(&state, "SIGTERM"),
+                _ = self.int.recv() => stop(&state, "SIGINT"),
+            }
         }
     }
 }
@@ -34,5 +57,6 @@ fn stop(state: &State, signal: &str) {
         signal,
         "shutting down: no new connections; echoing what has arrived, then close_notify"
     );
+    systemd::stopping();
     state.shutdown.cancel();
 }

@@ -84,8 +84,22 @@ fn check(content: &[u8], open_end: bool) -> Result<(), Violation> {
 /// Whether valid UTF-8 `text` holds a C0 control other than TAB, DEL, or a C1 control.
 fn has_control(text: &[u8]) -> bool {
     // C1 controls are U+0080..=U+009F, encoded as 0xC2 0x80..=0x9F.
-    text.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    has_c0_or_del(text)
         || memchr::memchr_iter(0xc2, text).any(|i| matches!(text.get(i + 1), Some(0x80..=0x9f)))
+}
+
+/// Whether `text` holds a C0 control other than TAB, or DEL. A chunk at a time with no branch
+/// inside it, which the compiler turns into SIMD compares: a byte-wise `any` ran at 0.5 GB/s
+/// and halved line-mode bulk throughput (benches/line.rs).
+fn has_c0_or_del(text: &[u8]) -> bool {
+    let bad = |b: u8| u8::from(b < 0x20) & u8::from(b != b'\t') | u8::from(b == 0x7f);
+    let mut chunks = text.chunks_exact(64);
+    for chunk in &mut chunks {
+        if chunk.iter().fold(0, |acc, &b| acc | bad(b)) != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| bad(b) != 0)
 }
 
 #[cfg(test)]
@@ -144,6 +158,29 @@ mod tests {
         for (line, want) in cases {
             assert_eq!(check_line(line), Err(want), "{line:?}");
             assert_eq!(model(line), Err(want), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn finds_a_control_at_any_offset_of_a_long_line() {
+        // The control check works 64 bytes at a time: cover every chunk position and the tail.
+        for len in [63, 64, 65, 130, 200] {
+            for at in 0..len {
+                for bad in [0x00, 0x07, 0x1b, 0x7f] {
+                    let mut line = vec![b'a'; len];
+                    line[at] = bad;
+                    line.push(b'\n');
+                    assert_eq!(
+                        check_line(&line),
+                        Err(Violation::ControlCharacter),
+                        "{len} {at}"
+                    );
+                    assert_eq!(model(&line), Err(Violation::ControlCharacter));
+                }
+                let mut tab = vec![b'a'; len];
+                tab[at] = b'\t';
+                assert_eq!(check_line(&tab), Ok(()));
+            }
         }
     }
 

@@ -129,6 +129,8 @@ pub struct TlsMaterial {
     pub config: Arc<ServerConfig>,
     /// Validity and names of the leaf.
     pub leaf: CertInfo,
+    /// The leaf itself, so the start-up self-test can pin exactly what is served.
+    pub leaf_der: CertificateDer<'static>,
 }
 
 /// The one crypto provider: aws-lc-rs (see the README for why).
@@ -154,6 +156,7 @@ pub fn load(s: &TlsSettings) -> Result<TlsMaterial, TlsError> {
                 path: s.key.clone(),
                 detail: e.to_string(),
             })?;
+    let leaf_der = chain[0].clone();
     let certified = CertifiedKey::new(chain, signer);
     if certified.keys_match().is_err() {
         return Err(TlsError::KeyMismatch {
@@ -181,6 +184,7 @@ pub fn load(s: &TlsSettings) -> Result<TlsMaterial, TlsError> {
     Ok(TlsMaterial {
         config: Arc::new(config),
         leaf,
+        leaf_der,
     })
 }
 

@@ -1,0 +1,206 @@
+//! The server under test: its address and name, the TLS client configuration every connection
+//! shares, source-address spreading, and /proc sampling of the server process.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rustls::client::Resumption;
+use rustls::crypto::aws_lc_rs::{self, cipher_suite, kx_group};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::report::Failure;
+use super::{BenchArgs, Cipher, Kx};
+use crate::tls;
+
+/// Where and how to connect.
+pub struct Target {
+    /// The server.
+    pub addr: SocketAddr,
+    name: ServerName<'static>,
+    connector: TlsConnector,
+    sources: Vec<IpAddr>,
+    next_source: AtomicUsize,
+    /// Deadline of each connect, handshake, read and write.
+    pub io_timeout: Duration,
+}
+
+/// A client connection.
+pub type Conn = TlsStream<TcpStream>;
+
+impl Target {
+    /// Resolves the address and builds the client configuration.
+    pub async fn new(args: &BenchArgs) -> anyhow::Result<Arc<Target>> {
+        let addr = tokio::net::lookup_host(&args.connect)
+            .await
+            .with_context(|| format!("cannot resolve {}", args.connect))?
+            .next()
+            .with_context(|| format!("{} resolves to no address", args.connect))?;
+        let host = args
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host_of(&args.connect));
+        let name = ServerName::try_from(host.clone())
+            .with_context(|| format!("'{host}' is not a valid server name"))?;
+        let sources: Vec<IpAddr> = args.source_ip.iter().flat_map(|r| r.addrs()).collect();
+        if let Some(s) = sources.iter().find(|s| s.is_ipv4() != addr.is_ipv4()) {
+            bail!("--source-ip {s} is not of the same address family as {addr}");
+        }
+        Ok(Arc::new(Target {
+            addr,
+            name,
+            connector: TlsConnector::from(client_config(args)?),
+            sources,
+            next_source: AtomicUsize::new(0),
+            io_timeout: args.io_timeout.0,
+        }))
+    }
+
+    /// A TCP connection (TCP_NODELAY, next source address) and a verified TLS handshake.
+    pub async fn connect(&self) -> Result<Conn, Failure> {
+        let tcp = timeout(self.io_timeout, self.tcp())
+            .await
+            .map_err(|_| Failure::Timeout)?
+            .map_err(Failure::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        timeout(
+            self.io_timeout,
+            self.connector.connect(self.name.clone(), tcp),
+        )
+        .await
+        .map_err(|_| Failure::Timeout)?
+        .map_err(Failure::Handshake)
+    }
+
+    async fn tcp(&self) -> std::io::Result<TcpStream> {
+        if self.sources.is_empty() {
+            return TcpStream::connect(self.addr).await;
+        }
+        let i = self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len();
+        let socket = if self.addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(self.sources[i], 0))?;
+        socket.connect(self.addr).await
+    }
+
+    /// Sends close_notify and waits for the server to close (its close_notify or EOF), so the
+    /// server has finished with the connection when this returns.
+    pub async fn close(&self, mut conn: Conn) -> Result<(), Failure> {
+        timeout(self.io_timeout, async {
+            conn.shutdown().await.map_err(Failure::Io)?;
+            let mut sink = [0u8; 1024];
+            loop {
+                match conn.read(&mut sink).await {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    // A server that closes without close_notify has still closed.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(e) => return Err(Failure::Io(e)),
+                }
+            }
+        })
+        .await
+        .map_err(|_| Failure::Timeout)?
+    }
+}
+
+/// TLS 1.3 with one key exchange group and one cipher suite, so that every server negotiates
+/// the same handshake and record protection.
+fn client_config(args: &BenchArgs) -> anyhow::Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    match &args.ca {
+        Some(ca) => {
+            for cert in tls::read_certs(ca, "CA")? {
+                roots
+                    .add(cert)
+                    .with_context(|| format!("{}: unusable CA certificate", ca.display()))?;
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            if roots.is_empty() {
+                bail!("no system trust store found; pass --ca FILE");
+            }
+        }
+    }
+    let mut provider = aws_lc_rs::default_provider();
+    provider.kx_groups = vec![match args.kx {
+        Kx::X25519 => kx_group::X25519,
+        Kx::P256 => kx_group::SECP256R1,
+        Kx::X25519mlkem768 => kx_group::X25519MLKEM768,
+    }];
+    provider.cipher_suites = vec![match args.cipher {
+        Cipher::Aes128Gcm => cipher_suite::TLS13_AES_128_GCM_SHA256,
+        Cipher::Aes256Gcm => cipher_suite::TLS13_AES_256_GCM_SHA384,
+        Cipher::Chacha20 => cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+    }];
+    let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    if !args.resume {
+        config.resumption = Resumption::disabled();
+    }
+    Ok(Arc::new(config))
+}
+
+/// The host part of `host:port` or `[v6]:port`.
+fn host_of(addr: &str) -> String {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
+}
+
+/// Linux's USER_HZ, the unit of utime and stime in /proc/PID/stat.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU seconds (user + system, all threads) the process has used so far.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / CLOCK_TICKS_PER_SECOND)
+}
+
+/// The process's resident memory in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_its_own_cpu_and_memory() {
+        let me = std::process::id();
+        assert!(super::cpu_seconds(me).is_some());
+        assert!(super::rss_kib(me).is_some_and(|k| k > 0));
+    }
+
+    #[test]
+    fn host_of_strips_port_and_brackets() {
+        assert_eq!(super::host_of("[::1]:4433"), "::1");
+        assert_eq!(super::host_of("localhost:1"), "localhost");
+    }
+}
