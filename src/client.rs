@@ -1,6 +1,7 @@
 //! `tls-echo client`: verifies the server, sends stdin line by line, prints what comes back.
 //! Stdin EOF sends close_notify; the client then waits for the server to finish and close.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -67,23 +68,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
 }
 
 fn connector(args: &ClientArgs) -> anyhow::Result<TlsConnector> {
-    let mut roots = RootCertStore::empty();
-    match &args.ca {
-        Some(ca) => {
-            for cert in tls::read_certs(ca, "CA")? {
-                roots
-                    .add(cert)
-                    .with_context(|| format!("{}: unusable CA certificate", ca.display()))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
-            if roots.is_empty() {
-                bail!("no system trust store found; pass --ca FILE");
-            }
-        }
-    }
+    let roots = trust_roots(args.ca.as_deref())?;
     let builder = ClientConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
@@ -95,6 +80,27 @@ fn connector(args: &ClientArgs) -> anyhow::Result<TlsConnector> {
         _ => builder.with_no_client_auth(),
     };
     Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// The CAs a client verifies servers against: `ca`, else the system trust store.
+pub fn trust_roots(ca: Option<&Path>) -> anyhow::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(ca) => {
+            for cert in tls::read_certs(ca, "CA")? {
+                roots
+                    .add(cert)
+                    .with_context(|| format!("{}: unusable CA certificate", ca.display()))?;
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            if roots.is_empty() {
+                bail!("no system trust store found; pass --ca FILE");
+            }
+        }
+    }
+    Ok(roots)
 }
 
 /// The host part of `host:port` or `[v6]:port`.

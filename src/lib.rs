@@ -38,5 +38,6 @@ pub mod proxy;
 pub mod scrape;
 pub mod selftest;
 pub mod server;
+pub mod startup;
 pub mod systemd;
 pub mod tls;

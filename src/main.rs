@@ -4,13 +4,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
-use tls_echo::check::{self, KeyMode};
+use tls_echo::check;
 use tls_echo::cli::{Cli, Command, GenCertsArgs, LogFormat};
 use tls_echo::config::{self, Config};
 use tls_echo::systemd::{self, Passed};
-use tls_echo::{bench, certs, client, lifecycle, scrape, selftest, server};
+use tls_echo::{bench, certs, client, lifecycle, scrape, selftest, server, startup};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -94,69 +94,13 @@ async fn serve(
     };
     init_logging(args.log_format.unwrap_or_default(), "info");
     let config = or_exit!(Config::resolve(args));
-    match nofile {
-        Ok(limit) if limit < config.max_conns as u64 + 64 => warn!(
-            limit,
-            max_conns = config.max_conns,
-            "the open-file limit is below --max-conns: accepts will fail with EMFILE first (raise LimitNOFILE or lower --max-conns)"
-        ),
-        Ok(_) => {}
-        Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
-    }
-    match or_exit!(
-        check::key_mode(&config.tls.key)
-            .map_err(|e| format!("cannot read key {}: {e}", config.tls.key.display()))
-    ) {
-        KeyMode::Private => {}
-        KeyMode::GroupReadable(m) => {
-            warn!(key = %config.tls.key.display(), mode = format!("{m:o}"), "private key is group-readable; chmod 600 it")
-        }
-        KeyMode::WorldReadable(m) => {
-            error!(
-                "private key {} is readable by every user (mode {m:o}); refusing to start: chmod 600 {}",
-                config.tls.key.display(),
-                config.tls.key.display()
-            );
-            return ExitCode::from(2);
-        }
-    }
+    startup::descriptor_budget(nofile, config.max_conns);
+    or_exit!(startup::key_permissions(&config.tls.key));
     let signals = or_exit!(lifecycle::Signals::install());
     let state = or_exit!(server::State::new(config));
-    let cfg = &state.config;
-    let leaf = &state.tls.load().leaf;
-    if leaf.seconds_left() <= 0 {
-        warn!(cert = %cfg.tls.cert.display(), subject = %leaf.subject, "certificate has EXPIRED: clients will refuse it");
-    } else if leaf.seconds_left() < check::EXPIRY_WARNING_DAYS * 86_400 {
-        warn!(
-            days_left = leaf.seconds_left() / 86_400,
-            "certificate expires soon"
-        );
-    }
-    let allow = state.firewall.allowlist();
-    if allow.is_loopback_default() {
-        info!("no --allow/--allow-file: only loopback peers (127.0.0.0/8, ::1) are admitted");
-    } else {
-        info!(entries = allow.len(), mode = ?cfg.firewall_mode, "allowlist loaded");
-    }
-    let listeners = or_exit!(passed.echo_listeners(&cfg.listen, cfg.reuse_port));
-    let metrics_listener = or_exit!(passed.metrics_listener(cfg.metrics_listen));
-    for l in &listeners {
-        if let Ok(addr) = l.local_addr() {
-            info!(%addr, mode = cfg.echo.mode.as_str(), "listening");
-        }
-    }
-    if cfg.dev {
-        let port = listeners
-            .first()
-            .and_then(|l| l.local_addr().ok())
-            .map_or(4433, |a| a.port());
-        let ca = std::path::Path::new(config::defaults::DEV_DIR).join("ca.pem");
-        eprintln!(
-            "\nDevelopment server ready. Talk to it, verifying against the throwaway CA, with:\n\n  \
-             openssl s_client -connect 127.0.0.1:{port} -CAfile {} -verify_return_error -verify_ip 127.0.0.1 -brief\n",
-            ca.display()
-        );
-    }
+    let listeners = or_exit!(passed.echo_listeners(&state.config.listen, state.config.reuse_port));
+    let metrics_listener = or_exit!(passed.metrics_listener(state.config.metrics_listen));
+    startup::announce(&state, &listeners);
     or_exit!(selftest::run(&state).await);
     let scrapes = metrics_listener.map(|l| scrape::spawn(l, &state));
     let signals = tokio::spawn(signals.handle(std::sync::Arc::clone(&state)));

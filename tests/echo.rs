@@ -5,14 +5,6 @@ mod common;
 use common::*;
 use tokio::io::AsyncWriteExt;
 
-fn server(extra: &[&str]) -> (Pki, Server) {
-    let pki = Pki::new();
-    let mut a = pki.args();
-    a.extend(args(extra));
-    let s = Server::start(&a);
-    (pki, s)
-}
-
 #[tokio::test]
 async fn echoes_lines_byte_for_byte_then_closes_cleanly_at_eof() {
     let (pki, s) = server(&[]);

@@ -13,12 +13,6 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn start(pki: &Pki, extra: &[&str]) -> Server {
-    let mut a = pki.args();
-    a.extend(args(extra));
-    Server::start(&a)
-}
-
 /// Echo over TLS from source `src`.
 async fn echo_from(pki: &Pki, src: &str, addr: SocketAddr) -> std::io::Result<Vec<u8>> {
     let tcp = tcp_from(ip(src), addr).await?;
@@ -45,7 +39,7 @@ async fn bytes_before_close(src: &str, addr: SocketAddr) -> Vec<u8> {
 #[tokio::test]
 async fn default_admits_loopback_only_and_says_so() {
     let pki = Pki::new();
-    let s = start(&pki, &[]);
+    let s = pki.serve(&[]);
     assert!(
         s.log
             .wait_for(|l| l.contains("only loopback peers"))
@@ -66,7 +60,7 @@ async fn default_admits_loopback_only_and_says_so() {
 #[tokio::test]
 async fn refused_peer_gets_no_tls_byte_and_others_are_served() {
     let pki = Pki::new();
-    let s = start(&pki, &["--allow", "127.0.0.2", "--allow", "10.0.0.0/8"]);
+    let s = pki.serve(&["--allow", "127.0.0.2", "--allow", "10.0.0.0/8"]);
     assert_eq!(bytes_before_close("127.0.0.3", s.addr()).await, b"");
     assert!(echo_from(&pki, "127.0.0.3", s.addr()).await.is_err());
     assert_eq!(
@@ -85,10 +79,10 @@ async fn refused_peer_gets_no_tls_byte_and_others_are_served() {
 #[tokio::test]
 async fn cidr_ranges_and_any() {
     let pki = Pki::new();
-    let s = start(&pki, &["--allow", "127.0.0.0/30"]);
+    let s = pki.serve(&["--allow", "127.0.0.0/30"]);
     assert!(echo_from(&pki, "127.0.0.3", s.addr()).await.is_ok());
     assert_eq!(bytes_before_close("127.0.0.4", s.addr()).await, b"");
-    let s = start(&pki, &["--allow", "any"]);
+    let s = pki.serve(&["--allow", "any"]);
     assert!(echo_from(&pki, "127.0.0.200", s.addr()).await.is_ok());
 }
 
@@ -123,7 +117,7 @@ fn host_names_and_bad_entries_stop_start_up() {
 #[tokio::test]
 async fn ipv4_mapped_peers_on_a_dual_stack_listener_match_as_ipv4() {
     let pki = Pki::new();
-    let s = start(&pki, &["--listen", "[::]:0", "--allow", "127.0.0.2"]);
+    let s = pki.serve(&["--listen", "[::]:0", "--allow", "127.0.0.2"]);
     let v4 = SocketAddr::new(ip("127.0.0.1"), s.addr().port());
     assert!(echo_from(&pki, "127.0.0.2", v4).await.is_ok());
     assert_eq!(bytes_before_close("127.0.0.3", v4).await, b"");
@@ -138,7 +132,7 @@ async fn ipv4_mapped_peers_on_a_dual_stack_listener_match_as_ipv4() {
 async fn reload_tightening_closes_open_connections_and_a_broken_file_changes_nothing() {
     let pki = Pki::new();
     let file = pki.write("allow.txt", "127.0.0.2\n127.0.0.3\n");
-    let s = start(&pki, &["--allow-file", &file.display().to_string()]);
+    let s = pki.serve(&["--allow-file", &file.display().to_string()]);
     let config = client_config(&pki.ca, None);
     let mut keep = tls_with(
         config.clone(),
@@ -184,7 +178,7 @@ async fn reload_tightening_closes_open_connections_and_a_broken_file_changes_not
 #[tokio::test]
 async fn per_ip_and_global_connection_caps() {
     let pki = Pki::new();
-    let s = start(&pki, &["--max-conns-per-ip", "2", "--max-conns", "3"]);
+    let s = pki.serve(&["--max-conns-per-ip", "2", "--max-conns", "3"]);
     let config = client_config(&pki.ca, None);
     let mut held = Vec::new();
     for _ in 0..2 {
@@ -225,7 +219,7 @@ async fn per_ip_and_global_connection_caps() {
 #[tokio::test]
 async fn rate_limit_with_burst() {
     let pki = Pki::new();
-    let s = start(&pki, &["--rate-per-ip", "0.001", "--rate-burst", "3"]);
+    let s = pki.serve(&["--rate-per-ip", "0.001", "--rate-burst", "3"]);
     for _ in 0..3 {
         assert!(echo_from(&pki, "127.0.0.2", s.addr()).await.is_ok());
     }
@@ -240,7 +234,7 @@ async fn rate_limit_with_burst() {
 #[tokio::test]
 async fn audit_mode_admits_but_reports() {
     let pki = Pki::new();
-    let s = start(&pki, &["--allow", "127.0.0.2", "--firewall-mode", "audit"]);
+    let s = pki.serve(&["--allow", "127.0.0.2", "--firewall-mode", "audit"]);
     assert_eq!(
         echo_from(&pki, "127.0.0.3", s.addr()).await.unwrap(),
         b"ping\n"
@@ -255,7 +249,7 @@ async fn audit_mode_admits_but_reports() {
 #[tokio::test]
 async fn refusal_logs_are_rate_limited() {
     let pki = Pki::new();
-    let s = start(&pki, &["--allow", "127.0.0.2"]);
+    let s = pki.serve(&["--allow", "127.0.0.2"]);
     for _ in 0..60 {
         let _ = bytes_before_close("127.0.0.3", s.addr()).await;
     }
@@ -303,7 +297,7 @@ mod mutual_tls {
         let stranger = Pki::new();
         let (eve, eve_key) = stranger.client("alice");
         let ca = pki.ca.display().to_string();
-        let s = start(&pki, &["--client-ca", &ca, "--allow-client", "alice"]);
+        let s = pki.serve(&["--client-ca", &ca, "--allow-client", "alice"]);
 
         assert_eq!(
             handshake(&pki, &s, Some((&alice, &alice_key)))
@@ -380,18 +374,15 @@ mod proxy_protocol {
     #[tokio::test]
     async fn trusted_proxies_name_the_client_and_others_are_not_believed() {
         let pki = Pki::new();
-        let s = start(
-            &pki,
-            &[
-                "--proxy-protocol",
-                "--trusted-proxy",
-                "127.0.0.1/32",
-                "--allow",
-                "192.0.2.7",
-                "--allow",
-                "127.0.0.5",
-            ],
-        );
+        let s = pki.serve(&[
+            "--proxy-protocol",
+            "--trusted-proxy",
+            "127.0.0.1/32",
+            "--allow",
+            "192.0.2.7",
+            "--allow",
+            "127.0.0.5",
+        ]);
         assert_eq!(
             via_proxy(&pki, &s, "127.0.0.1", v1("192.0.2.7").as_bytes())
                 .await

@@ -11,12 +11,6 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn start(pki: &Pki, extra: &[&str]) -> Server {
-    let mut a = pki.args();
-    a.extend(args(extra));
-    Server::start(&a)
-}
-
 fn open_fds(s: &Server) -> usize {
     std::fs::read_dir(format!("/proc/{}/fd", s.child.id()))
         .map(|d| d.count())
@@ -35,7 +29,7 @@ fn rss_kib(s: &Server) -> u64 {
 #[tokio::test]
 async fn stalled_handshakes_do_not_starve_others_and_are_dropped_at_the_deadline() {
     let pki = Pki::new();
-    let s = start(&pki, &["--handshake-timeout", "2s"]);
+    let s = pki.serve(&["--handshake-timeout", "2s"]);
     let before = open_fds(&s);
     let mut stalled = Vec::new();
     for i in 0..500u32 {
@@ -79,7 +73,7 @@ async fn stalled_handshakes_do_not_starve_others_and_are_dropped_at_the_deadline
 #[tokio::test]
 async fn a_client_that_never_reads_is_dropped_at_the_write_timeout_with_bounded_memory() {
     let pki = Pki::new();
-    let s = start(&pki, &["--write-timeout", "2s"]);
+    let s = pki.serve(&["--write-timeout", "2s"]);
     let rss_before = rss_kib(&s);
     let mut hog = connect(s.addr(), &pki.ca).await;
     let line = [b'x'; 1023]
@@ -120,7 +114,7 @@ async fn a_client_that_never_reads_is_dropped_at_the_write_timeout_with_bounded_
 #[tokio::test]
 async fn idle_and_lifetime_and_byte_limits_end_with_an_err_line() {
     let pki = Pki::new();
-    let s = start(&pki, &["--idle-timeout", "1s"]);
+    let s = pki.serve(&["--idle-timeout", "1s"]);
     let mut c = connect(s.addr(), &pki.ca).await;
     c.write_all(b"a partial line that never ends")
         .await
@@ -132,7 +126,7 @@ async fn idle_and_lifetime_and_byte_limits_end_with_an_err_line() {
         String::from_utf8_lossy(&got)
     );
 
-    let s = start(&pki, &["--max-conn-lifetime", "1s"]);
+    let s = pki.serve(&["--max-conn-lifetime", "1s"]);
     let mut c = connect(s.addr(), &pki.ca).await;
     assert_eq!(roundtrip(&mut c, b"early\n", 6).await, b"early\n");
     let got = read_to_close(&mut c).await.expect("close_notify");
@@ -142,7 +136,7 @@ async fn idle_and_lifetime_and_byte_limits_end_with_an_err_line() {
         String::from_utf8_lossy(&got)
     );
 
-    let s = start(&pki, &["--max-conn-bytes", "10"]);
+    let s = pki.serve(&["--max-conn-bytes", "10"]);
     let mut c = connect(s.addr(), &pki.ca).await;
     c.write_all(b"12345\n67890\n").await.unwrap();
     let got = read_to_close(&mut c).await.expect("close_notify");
@@ -156,7 +150,7 @@ async fn idle_and_lifetime_and_byte_limits_end_with_an_err_line() {
 #[tokio::test]
 async fn garbage_and_old_protocols_are_counted_once_loudly_and_disturb_nobody() {
     let pki = Pki::new();
-    let s = start(&pki, &[]);
+    let s = pki.serve(&[]);
     let mut keep = connect(s.addr(), &pki.ca).await;
     for _ in 0..3 {
         let mut tcp = TcpStream::connect(s.addr()).await.unwrap();
@@ -253,7 +247,7 @@ fn accept_errors_back_off_and_recover() {
 #[tokio::test]
 async fn graceful_shutdown_echoes_every_line_sent_before_the_signal() {
     let pki = Pki::new();
-    let mut s = start(&pki, &[]);
+    let mut s = pki.serve(&[]);
     let config = client_config(&pki.ca, None);
     let sent: Arc<Vec<AtomicUsize>> = Arc::new((0..8).map(|_| AtomicUsize::new(0)).collect());
     let mut clients = Vec::new();
@@ -309,7 +303,7 @@ async fn graceful_shutdown_echoes_every_line_sent_before_the_signal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_swaps_certificates_without_failing_a_handshake_and_keeps_them_on_error() {
     let pki = Pki::new();
-    let s = start(&pki, &[]);
+    let s = pki.serve(&[]);
     let original = std::fs::read(&pki.cert).unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let failures = Arc::new(AtomicUsize::new(0));

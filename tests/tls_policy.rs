@@ -66,14 +66,6 @@ async fn negotiate(
     })
 }
 
-fn server(extra: &[&str]) -> (Pki, Server) {
-    let pki = Pki::new();
-    let mut a = pki.args();
-    a.extend(args(extra));
-    let s = Server::start(&a);
-    (pki, s)
-}
-
 #[tokio::test]
 async fn default_client_gets_tls13_with_the_post_quantum_hybrid() {
     let (pki, s) = server(&[]);

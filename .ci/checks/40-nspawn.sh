@@ -132,7 +132,9 @@ JOURNAL_BASE=0
 journal() { IN journalctl -b -u tls-echo.service --no-pager -o cat | tail -n +$((JOURNAL_BASE + 1)); }
 # journal_has PATTERN: journald stores the service's stderr asynchronously; wait up to 10 s.
 journal_has() {
-  for _ in $(seq 40); do journal | grep -q "$1" && return 0; sleep 0.25; done
+  # Capture first: with pipefail, `journal | grep -q` fails when grep exits before journalctl
+  # has written everything (SIGPIPE), even on a match.
+  for _ in $(seq 40); do grep -q -- "$1" <<<"$(journal)" && return 0; sleep 0.25; done
   return 1
 }
 
@@ -162,7 +164,7 @@ phase() {
     || ko "$name: a client from 127.0.0.2 got through the IP fence"
   if [ "$name" = activated ]; then
     local m; m=$(python3 -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:$MPORT/metrics', timeout=5).read().decode())" 2>&1)
-    echo "$m" | grep -q '^tls_echo_connections_accepted_total [1-9]' \
+    grep -q '^tls_echo_connections_accepted_total [1-9]' <<<"$m" \
       && ok "$name: /metrics through tls-echo-metrics.socket" || ko "$name: /metrics: $(echo "$m" | tail -2)"
   fi
 

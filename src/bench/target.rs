@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use rustls::ClientConfig;
 use rustls::client::Resumption;
 use rustls::crypto::aws_lc_rs::{self, cipher_suite, kx_group};
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
@@ -19,7 +19,6 @@ use tokio_rustls::client::TlsStream;
 
 use super::report::Failure;
 use super::{BenchArgs, Cipher, Kx};
-use crate::tls;
 
 /// Where and how to connect.
 pub struct Target {
@@ -118,22 +117,7 @@ impl Target {
 /// TLS 1.3 with one key exchange group and one cipher suite, so that every server negotiates
 /// the same handshake and record protection.
 fn client_config(args: &BenchArgs) -> anyhow::Result<Arc<ClientConfig>> {
-    let mut roots = RootCertStore::empty();
-    match &args.ca {
-        Some(ca) => {
-            for cert in tls::read_certs(ca, "CA")? {
-                roots
-                    .add(cert)
-                    .with_context(|| format!("{}: unusable CA certificate", ca.display()))?;
-            }
-        }
-        None => {
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-            if roots.is_empty() {
-                bail!("no system trust store found; pass --ca FILE");
-            }
-        }
-    }
+    let roots = crate::client::trust_roots(args.ca.as_deref())?;
     let mut provider = aws_lc_rs::default_provider();
     provider.kx_groups = vec![match args.kx {
         Kx::X25519 => kx_group::X25519,

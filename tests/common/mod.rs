@@ -95,6 +95,13 @@ impl Pki {
         )
     }
 
+    /// Starts a server with this PKI's certificate and key plus `extra` arguments.
+    pub fn serve(&self, extra: &[&str]) -> Server {
+        let mut a = self.args();
+        a.extend(args(extra));
+        Server::start(&a)
+    }
+
     /// The standard server arguments for this PKI.
     pub fn args(&self) -> Vec<String> {
         vec![
@@ -382,6 +389,13 @@ pub async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(
             Err(e) => return Err((got, e)),
         }
     }
+}
+
+/// A fresh PKI and a server using it with `extra` arguments.
+pub fn server(extra: &[&str]) -> (Pki, Server) {
+    let pki = Pki::new();
+    let s = pki.serve(extra);
+    (pki, s)
 }
 
 /// Strings as owned args.

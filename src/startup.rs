@@ -1,0 +1,76 @@
+//! What the server checks and says before it serves: the key's file mode, the descriptor
+//! budget, certificate expiry, the allowlist in force, the listening addresses and, with
+//! `--dev`, how to talk to it.
+
+use std::path::Path;
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::check::{self, KeyMode};
+use crate::config::defaults::DEV_DIR;
+use crate::server::State;
+
+/// Refuses a private key every user can read (as ssh does); warns when the group can.
+pub fn key_permissions(key: &Path) -> Result<(), String> {
+    match check::key_mode(key).map_err(|e| format!("cannot read key {}: {e}", key.display()))? {
+        KeyMode::Private => Ok(()),
+        KeyMode::GroupReadable(m) => {
+            warn!(key = %key.display(), mode = format!("{m:o}"), "private key is group-readable; chmod 600 it");
+            Ok(())
+        }
+        KeyMode::WorldReadable(m) => Err(format!(
+            "private key {} is readable by every user (mode {m:o}); refusing to start: chmod 600 {}",
+            key.display(),
+            key.display()
+        )),
+    }
+}
+
+/// Warns when the open-file limit (raised to the hard limit at start) cannot hold
+/// `max_conns` connections: accepts would fail with EMFILE first.
+pub fn descriptor_budget(nofile: std::io::Result<u64>, max_conns: usize) {
+    match nofile {
+        Ok(limit) if limit < max_conns as u64 + 64 => warn!(
+            limit,
+            max_conns,
+            "the open-file limit is below --max-conns: accepts will fail with EMFILE first (raise LimitNOFILE or lower --max-conns)"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}
+
+/// Logs what is about to be served, and prints the `--dev` hint.
+pub fn announce(state: &State, listeners: &[TcpListener]) {
+    let cfg = &state.config;
+    let leaf = &state.tls.load().leaf;
+    if leaf.seconds_left() <= 0 {
+        warn!(cert = %cfg.tls.cert.display(), subject = %leaf.subject, "certificate has EXPIRED: clients will refuse it");
+    } else if leaf.seconds_left() < check::EXPIRY_WARNING_DAYS * 86_400 {
+        warn!(
+            days_left = leaf.seconds_left() / 86_400,
+            "certificate expires soon"
+        );
+    }
+    let allow = state.firewall.allowlist();
+    if allow.is_loopback_default() {
+        info!("no --allow/--allow-file: only loopback peers (127.0.0.0/8, ::1) are admitted");
+    } else {
+        info!(entries = allow.len(), mode = ?cfg.firewall_mode, "allowlist loaded");
+    }
+    let addrs: Vec<_> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    for addr in &addrs {
+        info!(%addr, mode = cfg.echo.mode.as_str(), "listening");
+    }
+    if cfg.dev {
+        let port = addrs.first().map_or(4433, |a| a.port());
+        eprintln!(
+            "\nDevelopment server ready. Talk to it, verifying against the throwaway CA, with:\n\n  \
+             openssl s_client -connect 127.0.0.1:{port} -CAfile {DEV_DIR}/ca.pem -verify_return_error -verify_ip 127.0.0.1 -brief\n"
+        );
+    }
+}
