@@ -111,40 +111,39 @@ async fn a_client_that_never_reads_is_dropped_at_the_write_timeout_with_bounded_
     );
 }
 
+/// Starts a server with `extra`, sends `input`, and returns all it sent up to close_notify.
+async fn until_close(pki: &Pki, extra: &[&str], input: &[u8]) -> String {
+    let s = pki.serve(extra);
+    let mut c = connect(s.addr(), &pki.ca).await;
+    c.write_all(input).await.unwrap();
+    let got = read_to_close(&mut c).await.expect("close_notify");
+    String::from_utf8(got).unwrap()
+}
+
 #[tokio::test]
 async fn idle_and_lifetime_and_byte_limits_end_with_an_err_line() {
     let pki = Pki::new();
-    let s = pki.serve(&["--idle-timeout", "1s"]);
-    let mut c = connect(s.addr(), &pki.ca).await;
-    c.write_all(b"a partial line that never ends")
-        .await
-        .unwrap();
-    let got = read_to_close(&mut c).await.expect("close_notify");
-    assert!(
-        got.starts_with(b"ERR idle-timeout "),
-        "{}",
-        String::from_utf8_lossy(&got)
-    );
-
-    let s = pki.serve(&["--max-conn-lifetime", "1s"]);
-    let mut c = connect(s.addr(), &pki.ca).await;
-    assert_eq!(roundtrip(&mut c, b"early\n", 6).await, b"early\n");
-    let got = read_to_close(&mut c).await.expect("close_notify");
-    assert!(
-        got.starts_with(b"ERR max-conn-lifetime "),
-        "{}",
-        String::from_utf8_lossy(&got)
-    );
-
-    let s = pki.serve(&["--max-conn-bytes", "10"]);
-    let mut c = connect(s.addr(), &pki.ca).await;
-    c.write_all(b"12345\n67890\n").await.unwrap();
-    let got = read_to_close(&mut c).await.expect("close_notify");
-    assert!(
-        got.starts_with(b"12345\nERR max-conn-bytes "),
-        "{}",
-        String::from_utf8_lossy(&got)
-    );
+    let cases: [(&[&str], &[u8], &str); 3] = [
+        (
+            &["--idle-timeout", "1s"],
+            b"a partial line that never ends",
+            "ERR idle-timeout ",
+        ),
+        (
+            &["--max-conn-lifetime", "1s"],
+            b"early\n",
+            "early\nERR max-conn-lifetime ",
+        ),
+        (
+            &["--max-conn-bytes", "10"],
+            b"12345\n67890\n",
+            "12345\nERR max-conn-bytes ",
+        ),
+    ];
+    for (extra, input, want) in cases {
+        let got = until_close(&pki, extra, input).await;
+        assert!(got.starts_with(want), "{extra:?}: {got}");
+    }
 }
 
 #[tokio::test]
@@ -205,26 +204,10 @@ fn accept_errors_back_off_and_recover() {
     let mut a = args(&["--nofile=40:40", common::bin()]);
     a.extend(pki.args());
     a.extend(args(&["--listen", "127.0.0.1:0"]));
-    let mut child = std::process::Command::new("prlimit")
-        .args(&a)
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Log::default();
-    log.follow_public(child.stderr.take().unwrap());
-    let line = log
-        .wait_for(|l| l.contains(" listening "))
-        .expect("listening");
-    let addr: SocketAddr = line
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.args(&a).env("RUST_LOG", "info");
+    let s = Server::from_command(cmd, 1);
+    let (addr, log) = (s.addr(), &s.log);
     let held: Vec<_> = (0..60)
         .filter_map(|_| std::net::TcpStream::connect(addr).ok())
         .collect();
@@ -240,8 +223,6 @@ fn accept_errors_back_off_and_recover() {
         let mut c = connect(addr, &pki.ca).await;
         assert_eq!(roundtrip(&mut c, b"recovered\n", 10).await, b"recovered\n");
     });
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test]
@@ -409,33 +390,14 @@ mod config_file {
         a.extend(args(extra));
         a.extend(args(&["--listen", "127.0.0.1:0"]));
         let mut cmd = std::process::Command::new(bin());
-        cmd.args(&a)
-            .env("RUST_LOG", "info")
-            .stderr(std::process::Stdio::piped());
+        cmd.args(&a).env("RUST_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap();
-        let log = Log::default();
-        log.follow_public(child.stderr.take().unwrap());
-        let line = log
-            .wait_for(|l| l.contains(" listening "))
-            .unwrap_or_else(|| panic!("{}", log.text()));
-        let addr: SocketAddr = line
-            .split("addr=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let mut c = connect(addr, &pki.ca).await;
+        let s = Server::from_command(cmd, 1);
+        let mut c = connect(s.addr(), &pki.ca).await;
         let msg: Vec<u8> = std::iter::repeat_n(b'a', len - 1).chain([b'\n']).collect();
-        let got = roundtrip(&mut c, &msg, msg.len()).await;
-        let _ = child.kill();
-        let _ = child.wait();
-        got == msg
+        roundtrip(&mut c, &msg, msg.len()).await == msg
     }
 
     #[tokio::test]

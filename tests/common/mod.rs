@@ -192,18 +192,23 @@ impl Server {
             args.extend(["--listen".into(), "127.0.0.1:0".into()]);
         }
         let mut cmd = Command::new(bin());
-        cmd.args(&args)
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "debug".into()),
-            )
-            .env_remove("TLS_ECHO_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args(&args).env(
+            "RUST_LOG",
+            std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "debug".into()),
+        );
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
+        Self::from_command(cmd, listeners)
+    }
+
+    /// Spawns `cmd` (a tls-echo, possibly behind a wrapper such as prlimit) and waits until
+    /// it has logged `listeners` bound addresses.
+    pub fn from_command(mut cmd: Command, listeners: usize) -> Server {
+        cmd.env_remove("TLS_ECHO_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn tls-echo");
         let log = Log::default();
         log.follow(child.stderr.take().expect("stderr"));
