@@ -231,10 +231,10 @@ pub struct GenCertsArgs {
     pub force: bool,
 }
 
-/// `tls-echo client`.
-#[derive(Debug, Args)]
-pub struct ClientArgs {
-    /// Server address.
+/// Which server a client tool talks to, and what it verifies.
+#[derive(Debug, Clone, Args)]
+pub struct Endpoint {
+    /// Server address (host:port).
     #[arg(long, default_value = "127.0.0.1:4433")]
     pub connect: String,
     /// PEM CA bundle to verify the server against [default: the system trust store].
@@ -243,6 +243,14 @@ pub struct ClientArgs {
     /// Name to verify the server certificate for [default: the host part of --connect].
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
+}
+
+/// `tls-echo client`.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The server.
+    #[command(flatten)]
+    pub endpoint: Endpoint,
     /// Client certificate chain for mutual TLS.
     #[arg(long, value_name = "FILE", requires = "key")]
     pub cert: Option<PathBuf>,

@@ -11,25 +11,20 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::cli::ClientArgs;
+use crate::cli::{ClientArgs, Endpoint};
 use crate::tls;
 
 /// Runs the client to completion.
 pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
     let connector = connector(&args)?;
-    let host = args
-        .server_name
-        .clone()
-        .unwrap_or_else(|| host_of(&args.connect));
-    let name = ServerName::try_from(host.clone())
-        .with_context(|| format!("'{host}' is not a valid server name"))?;
-    let tcp = TcpStream::connect(&args.connect)
+    let (host, name) = server_name(&args.endpoint)?;
+    let tcp = TcpStream::connect(&args.endpoint.connect)
         .await
-        .with_context(|| format!("cannot connect to {}", args.connect))?;
+        .with_context(|| format!("cannot connect to {}", args.endpoint.connect))?;
     tcp.set_nodelay(true)?;
     let tls = connector.connect(name, tcp).await.map_err(|e| {
-        let trust = args.ca.as_ref().map_or("the system trust store".to_string(), |p| p.display().to_string());
-        anyhow::anyhow!("TLS handshake with {} failed: {e} (the server certificate must chain to {trust} and name '{host}')", args.connect)
+        let trust = args.endpoint.ca.as_ref().map_or("the system trust store".to_string(), |p| p.display().to_string());
+        anyhow::anyhow!("TLS handshake with {} failed: {e} (the server certificate must chain to {trust} and name '{host}')", args.endpoint.connect)
     })?;
     let (mut rd, mut wr) = tokio::io::split(tls);
     let printer = tokio::spawn(async move {
@@ -68,7 +63,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
 }
 
 fn connector(args: &ClientArgs) -> anyhow::Result<TlsConnector> {
-    let roots = trust_roots(args.ca.as_deref())?;
+    let roots = trust_roots(args.endpoint.ca.as_deref())?;
     let builder = ClientConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
@@ -101,6 +96,15 @@ pub fn trust_roots(ca: Option<&Path>) -> anyhow::Result<RootCertStore> {
         }
     }
     Ok(roots)
+}
+
+/// The name the server's certificate must carry: `--server-name`, else the host of
+/// `--connect`; as text and as a rustls name.
+pub fn server_name(e: &Endpoint) -> anyhow::Result<(String, ServerName<'static>)> {
+    let host = e.server_name.clone().unwrap_or_else(|| host_of(&e.connect));
+    let name = ServerName::try_from(host.clone())
+        .with_context(|| format!("'{host}' is not a valid server name"))?;
+    Ok((host, name))
 }
 
 /// The host part of `host:port` or `[v6]:port`.

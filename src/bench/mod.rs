@@ -11,7 +11,6 @@ mod report;
 mod target;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::{Args, ValueEnum};
@@ -24,15 +23,9 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(value_enum)]
     pub mode: BenchMode,
-    /// Server address (host:port); resolved once.
-    #[arg(long, default_value = "127.0.0.1:4433")]
-    pub connect: String,
-    /// PEM CA bundle to verify the server against [default: the system trust store].
-    #[arg(long, value_name = "FILE")]
-    pub ca: Option<PathBuf>,
-    /// Name to verify the server certificate for [default: the host part of --connect].
-    #[arg(long, value_name = "NAME")]
-    pub server_name: Option<String>,
+    /// The server (its address is resolved once).
+    #[command(flatten)]
+    pub endpoint: crate::cli::Endpoint,
     /// Concurrent connections (idle: connections to open and hold) [default: handshake 32,
     /// pingpong 16, bulk 4, idle 1000].
     #[arg(long, value_name = "N")]

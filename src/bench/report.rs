@@ -199,7 +199,11 @@ fn table(args: &BenchArgs, o: &Outcome) -> String {
     let mut t = String::new();
     let mode = args.mode.name();
     let label = args.label.as_deref().unwrap_or("");
-    let _ = writeln!(t, "\ntls-echo bench {mode} -> {} {label}", args.connect);
+    let _ = writeln!(
+        t,
+        "\ntls-echo bench {mode} -> {} {label}",
+        args.endpoint.connect
+    );
     let mut row = |k: &str, v: String| {
         let _ = writeln!(t, "  {k:<18} {v}");
     };

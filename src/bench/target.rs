@@ -38,17 +38,12 @@ pub type Conn = TlsStream<TcpStream>;
 impl Target {
     /// Resolves the address and builds the client configuration.
     pub async fn new(args: &BenchArgs) -> anyhow::Result<Arc<Target>> {
-        let addr = tokio::net::lookup_host(&args.connect)
+        let addr = tokio::net::lookup_host(&args.endpoint.connect)
             .await
-            .with_context(|| format!("cannot resolve {}", args.connect))?
+            .with_context(|| format!("cannot resolve {}", args.endpoint.connect))?
             .next()
-            .with_context(|| format!("{} resolves to no address", args.connect))?;
-        let host = args
-            .server_name
-            .clone()
-            .unwrap_or_else(|| host_of(&args.connect));
-        let name = ServerName::try_from(host.clone())
-            .with_context(|| format!("'{host}' is not a valid server name"))?;
+            .with_context(|| format!("{} resolves to no address", args.endpoint.connect))?;
+        let (_, name) = crate::client::server_name(&args.endpoint)?;
         let sources: Vec<IpAddr> = args.source_ip.iter().flat_map(|r| r.addrs()).collect();
         if let Some(s) = sources.iter().find(|s| s.is_ipv4() != addr.is_ipv4()) {
             bail!("--source-ip {s} is not of the same address family as {addr}");
@@ -117,7 +112,7 @@ impl Target {
 /// TLS 1.3 with one key exchange group and one cipher suite, so that every server negotiates
 /// the same handshake and record protection.
 fn client_config(args: &BenchArgs) -> anyhow::Result<Arc<ClientConfig>> {
-    let roots = crate::client::trust_roots(args.ca.as_deref())?;
+    let roots = crate::client::trust_roots(args.endpoint.ca.as_deref())?;
     let mut provider = aws_lc_rs::default_provider();
     provider.kx_groups = vec![match args.kx {
         Kx::X25519 => kx_group::X25519,
@@ -137,14 +132,6 @@ fn client_config(args: &BenchArgs) -> anyhow::Result<Arc<ClientConfig>> {
         config.resumption = Resumption::disabled();
     }
     Ok(Arc::new(config))
-}
-
-/// The host part of `host:port` or `[v6]:port`.
-fn host_of(addr: &str) -> String {
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string()
 }
 
 /// Linux's USER_HZ, the unit of utime and stime in /proc/PID/stat.
@@ -180,11 +167,5 @@ mod tests {
         let me = std::process::id();
         assert!(super::cpu_seconds(me).is_some());
         assert!(super::rss_kib(me).is_some_and(|k| k > 0));
-    }
-
-    #[test]
-    fn host_of_strips_port_and_brackets() {
-        assert_eq!(super::host_of("[::1]:4433"), "::1");
-        assert_eq!(super::host_of("localhost:1"), "localhost");
     }
 }
