@@ -213,9 +213,8 @@ pub fn read_certs(
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(path, "key")?;
     let text = String::from_utf8_lossy(&pem);
-    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
-        || text.contains("Proc-Type: 4,ENCRYPTED")
-    {
+    // PKCS#8 "ENCRYPTED PRIVATE KEY" blocks, and legacy OpenSSL PEM encryption headers.
+    if text.contains("ENCRYPTED PRIVATE KEY-----") || text.contains("Proc-Type: 4,ENCRYPTED") {
         return Err(TlsError::EncryptedKey {
             path: path.to_owned(),
         });

@@ -44,7 +44,7 @@ exposure() {
 }
 
 verify listening deploy/tls-echo.service
-verify activated deploy/socket-activated/tls-echo.service deploy/socket-activated/tls-echo.socket \
+verify activated deploy/socket-activated/tls-echo.service deploy/tls-echo.socket \
   deploy/socket-activated/tls-echo-metrics.socket
 exposure deploy/tls-echo.service
 exposure deploy/socket-activated/tls-echo.service

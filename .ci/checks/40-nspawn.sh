@@ -79,7 +79,8 @@ fence() {
 }
 fence deploy/tls-echo.service "$W/units/listening/tls-echo.service"
 for u in tls-echo.service tls-echo.socket tls-echo-metrics.socket; do
-  fence "deploy/socket-activated/$u" "$W/units/activated/$u"
+  src=deploy/socket-activated/$u; [ -e "$src" ] || src=deploy/$u   # the .socket sits in deploy/
+  fence "$src" "$W/units/activated/$u"
 done
 
 t=$(now)
