@@ -107,15 +107,13 @@ fn count(log: &Log, needle: &str) -> usize {
 #[tokio::test]
 async fn the_allowlist_sees_the_client_address_from_the_proxy_header() {
     let pki = Pki::new();
-    let mut a = pki.args();
-    a.extend(args(&[
+    let s = pki.serve(&[
         "--proxy-protocol",
         "--trusted-proxy",
         "127.0.0.1/32",
         "--allow",
         "127.0.0.2",
-    ]));
-    let s = Server::start(&a);
+    ]);
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("haproxy.cfg");
     std::fs::write(

@@ -251,12 +251,7 @@ impl Server {
 
     /// Sends a signal (HUP, TERM, INT) with kill(1).
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(ok.success());
+        signal(self.child.id(), sig);
     }
 
     /// Waits for the process to exit.
@@ -281,6 +276,16 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends signal `sig` (HUP, TERM, INT) to process `pid` with kill(1).
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill -{sig} {pid}");
 }
 
 /// Runs `tls-echo ARGS` to completion and returns (exit code, stderr+stdout).
