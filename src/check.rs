@@ -110,40 +110,105 @@ pub fn run(args: CheckArgs) -> bool {
 
 fn check_tls(config: &Config, r: &mut Report) {
     let s = &config.tls;
-    match key_mode(&s.key) {
-        Ok(KeyMode::Private) => r.ok(format!(
-            "key {} is readable by its owner only",
-            s.key.display()
-        )),
-        Ok(KeyMode::GroupReadable(m)) => r.warn(format!(
-            "key {} is group-readable (mode {m:o}); chmod 600 it",
-            s.key.display()
-        )),
-        Ok(KeyMode::WorldReadable(m)) => r.fail(format!(
-            "key {} is readable by every user (mode {m:o}); the server refuses it: chmod 600 {}",
-            s.key.display(),
-            s.key.display()
-        )),
-        Err(_) => {} // tls::load below names the unreadable file
+    for key in s.identities.iter().map(|id| &id.key).chain(&s.ticket_keys) {
+        match key_mode(key) {
+            Ok(KeyMode::Private) => r.ok(format!(
+                "key {} is readable by its owner only",
+                key.display()
+            )),
+            Ok(KeyMode::GroupReadable(m)) => r.warn(format!(
+                "key {} is group-readable (mode {m:o}); chmod 600 it",
+                key.display()
+            )),
+            Ok(KeyMode::WorldReadable(m)) => r.fail(format!(
+                "key {} is readable by every user (mode {m:o}); the server refuses it: chmod 600 {}",
+                key.display(),
+                key.display()
+            )),
+            Err(_) => {} // tls::load below names the unreadable file
+        }
     }
     match tls::load(s) {
         Ok(m) => {
-            r.ok(format!(
-                "certificate {} and key {} match",
-                s.cert.display(),
-                s.key.display()
-            ));
-            report_validity(&m.leaf, r);
-            r.ok(format!("certificate names: {}", m.leaf.names.join(", ")));
+            for (i, c) in m.certs.iter().enumerate() {
+                let role = if i == 0 { " (default)" } else { "" };
+                r.ok(format!(
+                    "certificate {}{role} and key {} match; names: {}",
+                    c.identity.cert.display(),
+                    c.identity.key.display(),
+                    c.info.names.join(", ")
+                ));
+                report_validity(&c.info, r);
+                if let Some(o) = &c.ocsp {
+                    report_ocsp(o, r);
+                }
+            }
             if let Some(ca) = &s.client_ca {
                 r.ok(format!(
                     "client CA {} loaded (mutual TLS required)",
                     ca.display()
                 ));
             }
+            for crl in &m.crls {
+                report_crl(crl, r);
+            }
+            if !s.alpn.is_empty() {
+                r.ok(format!("ALPN: {}", s.alpn.join(", ")));
+            }
+            if let Some(keys) = &s.ticket_keys {
+                r.ok(format!("ticket keys {} loaded", keys.display()));
+            }
         }
         Err(e) => r.fail(e),
     }
+}
+
+fn report_crl(crl: &tls::crl::CrlInfo, r: &mut Report) {
+    let next = crl.next_update.map_or("none".into(), date);
+    let what = format!(
+        "CRL {}: issuer {}, {} revoked, next update {next}",
+        crl.path.display(),
+        crl.issuer,
+        crl.revoked
+    );
+    if crl.next_update.is_some_and(|t| t < now_secs()) {
+        r.warn(format!("{what}: past its next update, fetch a fresh CRL"));
+    } else {
+        r.ok(what);
+    }
+}
+
+fn report_ocsp(o: &tls::ocsp::OcspInfo, r: &mut Report) {
+    let next = o.next_update.map_or("none".into(), date);
+    let what = format!(
+        "OCSP response {} for {}: {}, next update {next}",
+        o.path.display(),
+        o.cert.display(),
+        o.status
+    );
+    if o.expired() {
+        r.fail(format!(
+            "{what}: EXPIRED (served with a warning; clients that check refuse it)"
+        ));
+    } else if o.status != "good" {
+        r.fail(what);
+    } else {
+        r.ok(what);
+    }
+}
+
+fn now_secs() -> i64 {
+    UnixTime::now().as_secs() as i64
+}
+
+fn date(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
 }
 
 /// Reports a certificate's validity: error if expired or not yet valid, warning when close.
@@ -165,7 +230,10 @@ fn report_validity(leaf: &CertInfo, r: &mut Report) {
             "certificate expires in {days} days: renew it and `systemctl reload tls-echo`"
         ));
     } else {
-        r.ok(format!("certificate valid for {days} more days"));
+        r.ok(format!(
+            "certificate valid for {days} more days, until {}",
+            date(leaf.not_after)
+        ));
     }
 }
 
@@ -178,15 +246,30 @@ fn check_client_cert(config: &Config, path: &Path, r: &mut Report) {
         Ok(c) => c,
         Err(e) => return r.fail(e),
     };
-    let verifier = match tls::client_verifier(ca, &config.tls.allow_client, tls::provider()) {
+    let crls = match tls::crl::load(&config.tls.client_crls) {
+        Ok((ders, _)) => ders,
+        Err(e) => return r.fail(e),
+    };
+    let verifier = match tls::client_verifier(ca, &config.tls.allow_client, crls, tls::provider()) {
         Ok(v) => v,
         Err(e) => return r.fail(e),
     };
     match verifier.verify_client_cert(&chain[0], &chain[1..], UnixTime::now()) {
         Ok(_) => r.ok(format!(
-            "client certificate {} would be admitted",
-            path.display()
+            "client certificate {} would be admitted{}",
+            path.display(),
+            if config.tls.client_crls.is_empty() {
+                ""
+            } else {
+                " (not revoked)"
+            }
         )),
+        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)) => {
+            r.fail(format!(
+                "client certificate {} is REVOKED by a --client-crl: it would be refused",
+                path.display()
+            ))
+        }
         Err(e) => r.fail(format!(
             "client certificate {} would be refused: {e}",
             path.display()

@@ -94,12 +94,46 @@ pub struct ServeArgs {
     #[arg(long, env = "TLS_ECHO_CONFIG", value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// PEM certificate chain, leaf first.
-    #[arg(long, env = "TLS_ECHO_CERT", value_name = "FILE")]
-    pub cert: Option<PathBuf>,
-    /// PEM private key (PKCS#8, SEC1 or PKCS#1, unencrypted).
-    #[arg(long, env = "TLS_ECHO_KEY", value_name = "FILE")]
-    pub key: Option<PathBuf>,
+    /// PEM certificate chain, leaf first; repeatable, paired with --key in order, chosen by
+    /// SNI; the first is the default.
+    #[arg(
+        long,
+        env = "TLS_ECHO_CERT",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub cert: Vec<PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1, unencrypted); one per --cert, same order.
+    #[arg(long, env = "TLS_ECHO_KEY", value_name = "FILE", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub key: Vec<PathBuf>,
+    /// Refuse a ClientHello without SNI or naming no certificate (unrecognized_name alert).
+    #[arg(long, env = "TLS_ECHO_STRICT_SNI")]
+    #[serde(default)]
+    pub strict_sni: bool,
+    /// ALPN protocol offered, repeatable, in server preference order (e.g. h2, http/1.1).
+    #[arg(
+        long,
+        env = "TLS_ECHO_ALPN",
+        value_name = "PROTO",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub alpn: Vec<String>,
+    /// DER OCSP response to staple to the certificate it covers; repeatable; re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "TLS_ECHO_OCSP_RESPONSE",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub ocsp_response: Vec<PathBuf>,
+    /// Session-ticket keys shared between instances (base64 of 80 bytes a line, first
+    /// encrypts) [default: per-process rotating keys].
+    #[arg(long, env = "TLS_ECHO_TICKET_KEYS", value_name = "FILE")]
+    pub ticket_keys: Option<PathBuf>,
     /// Address to listen on; repeatable [default: 127.0.0.1:4433].
     #[arg(
         long,
@@ -162,6 +196,15 @@ pub struct ServeArgs {
     )]
     #[serde(default)]
     pub allow_client: Vec<String>,
+    /// CRL (PEM or DER) for the --client-ca chain; repeatable; re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "TLS_ECHO_CLIENT_CRL",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub client_crl: Vec<PathBuf>,
     /// Expect a PROXY protocol v1/v2 header from trusted proxies.
     #[arg(long, env = "TLS_ECHO_PROXY_PROTOCOL", requires = "trusted_proxy")]
     #[serde(default)]
@@ -271,6 +314,20 @@ pub struct CheckArgs {
     /// With --peer: also check this client certificate against --client-ca/--allow-client.
     #[arg(long, value_name = "FILE", requires = "peer")]
     pub client_cert: Option<PathBuf>,
+}
+
+/// A TOML value that is one path or an array of them (`cert = "a.pem"` keeps working).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match Raw::deserialize(d)? {
+        Raw::One(p) => vec![p],
+        Raw::Many(v) => v,
+    })
 }
 
 /// A duration written `250ms`, `10s`, `5m`, `1h` or a bare number of seconds.

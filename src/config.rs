@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::allowlist::{AllowEntry, AllowFileError, Allowlist, Cidr, read_allow_file};
 use crate::cli::{FirewallMode, LogFormat, Seconds, ServeArgs};
 use crate::echo::EchoLimits;
-use crate::tls::TlsSettings;
+use crate::tls::{Identity, TlsSettings};
 
 /// Every default in one place, with why.
 pub mod defaults {
@@ -141,15 +141,24 @@ pub fn with_file(args: ServeArgs) -> Result<ServeArgs, ConfigError> {
     })?;
     // Relative paths in the file are relative to the file, wherever the server is started.
     let base = path.parent().unwrap_or(Path::new("."));
-    for p in [
+    let lists = [
         &mut file.cert,
         &mut file.key,
+        &mut file.client_crl,
+        &mut file.ocsp_response,
+    ];
+    let singles = [
         &mut file.allow_file,
         &mut file.client_ca,
-    ] {
-        if let Some(rel) = p.as_mut().filter(|p| p.is_relative()) {
-            *rel = base.join(&*rel);
-        }
+        &mut file.ticket_keys,
+    ];
+    for rel in lists
+        .into_iter()
+        .flatten()
+        .chain(singles.into_iter().flatten())
+        .filter(|p| p.is_relative())
+    {
+        *rel = base.join(&*rel);
     }
     Ok(merge(args, file))
 }
@@ -166,12 +175,13 @@ fn merge(over: ServeArgs, under: ServeArgs) -> ServeArgs {
         };
     }
     pick!(
-        opt: config, cert, key, mode, max_line, log_format, allow_file, firewall_mode, max_conns,
+        opt: config, ticket_keys, mode, max_line, log_format, allow_file, firewall_mode, max_conns,
             max_conns_per_ip, rate_per_ip, rate_burst, client_ca, handshake_timeout,
             idle_timeout, write_timeout, shutdown_timeout, max_conn_lifetime, max_conn_bytes,
             metrics_listen;
-        list: listen, allow, allow_client, trusted_proxy;
-        flag: dev, proxy_protocol, tls13_only, reuse_port
+        list: listen, allow, allow_client, trusted_proxy, cert, key, alpn, client_crl,
+            ocsp_response;
+        flag: dev, proxy_protocol, tls13_only, reuse_port, strict_sni
     )
 }
 
@@ -184,17 +194,44 @@ impl Config {
         } else {
             a.listen
         };
-        let (cert, key) = match (a.cert, a.key, a.dev) {
-            (Some(c), Some(k), _) => (c, k),
-            (None, None, true) => dev_material()?,
-            (Some(_), None, _) => return Err(ConfigError::Missing("--cert needs --key FILE too")),
-            (None, Some(_), _) => return Err(ConfigError::Missing("--key needs --cert FILE too")),
-            (None, None, false) => {
+        let identities = match (a.cert.len(), a.key.len(), a.dev) {
+            (0, 0, true) => {
+                let (cert, key) = dev_material()?;
+                vec![Identity { cert, key }]
+            }
+            (0, 0, false) => {
                 return Err(ConfigError::Missing(
                     "no certificate: pass --cert FILE --key FILE (see `tls-echo gen-certs`), or --dev for a throwaway loopback setup",
                 ));
             }
+            (_, 0, _) => return Err(ConfigError::Missing("--cert needs --key FILE too")),
+            (0, _, _) => return Err(ConfigError::Missing("--key needs --cert FILE too")),
+            (c, k, _) if c != k => {
+                return Err(ConfigError::Invalid {
+                    option: "key",
+                    why: format!(
+                        "{c} --cert but {k} --key: give one key per certificate, in the same order"
+                    ),
+                });
+            }
+            _ => a
+                .cert
+                .into_iter()
+                .zip(a.key)
+                .map(|(cert, key)| Identity { cert, key })
+                .collect(),
         };
+        if let Some(bad) = a.alpn.iter().find(|p| p.is_empty() || p.len() > 255) {
+            return Err(ConfigError::Invalid {
+                option: "alpn",
+                why: format!("'{bad}': a protocol name is 1 to 255 bytes (RFC 7301)"),
+            });
+        }
+        if !a.client_crl.is_empty() && a.client_ca.is_none() {
+            return Err(ConfigError::Missing(
+                "--client-crl needs --client-ca FILE: revocation applies to client certificates",
+            ));
+        }
         if a.dev {
             if let Some(addr) = listen.iter().find(|a| !a.ip().is_loopback()) {
                 return Err(ConfigError::DevNotLoopback(*addr));
@@ -238,8 +275,12 @@ impl Config {
         Ok(Config {
             listen,
             tls: TlsSettings {
-                cert,
-                key,
+                identities,
+                strict_sni: a.strict_sni,
+                alpn: a.alpn,
+                client_crls: a.client_crl,
+                ocsp_responses: a.ocsp_response,
+                ticket_keys: a.ticket_keys,
                 client_ca: a.client_ca,
                 allow_client: a.allow_client,
                 tls13_only: a.tls13_only,
@@ -316,6 +357,26 @@ mod tests {
         assert_eq!(m.max_line, Some(100));
         assert_eq!(m.idle_timeout, Some(Seconds(Duration::from_secs(300))));
         assert_eq!(m.allow.len(), 1);
+    }
+
+    #[test]
+    fn cert_and_key_take_one_path_or_an_array() {
+        let one: ServeArgs = toml::from_str("cert = \"a.pem\"\nkey = \"a.key\"").unwrap();
+        assert_eq!(one.cert, [PathBuf::from("a.pem")]);
+        let many: ServeArgs =
+            toml::from_str("cert = [\"a.pem\", \"b.pem\"]\nkey = [\"a.key\", \"b.key\"]").unwrap();
+        assert_eq!(many.key.len(), 2);
+        let uneven = ServeArgs {
+            cert: many.cert,
+            key: one.key,
+            ..Default::default()
+        };
+        assert!(
+            Config::resolve(uneven)
+                .unwrap_err()
+                .to_string()
+                .contains("one key per certificate")
+        );
     }
 
     #[test]

@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
 use tracing::{Span, debug, info};
 
 use crate::echo::{self, Stop, Tally};
 use crate::firewall::{Pass, Refusal};
 use crate::proxy::{self, Origin};
 use crate::server::State;
-use crate::tls::handshake_failure_reason;
+use crate::tls::{self, handshake_failure_reason};
 
 /// A connection from a trusted proxy: reads the PROXY header, then applies the firewall to the
 /// client it names (a LOCAL header, e.g. a health check, stands for the proxy itself).
@@ -49,10 +48,10 @@ pub async fn run(state: Arc<State>, stream: TcpStream, peer: SocketAddr, pass: P
     let started = Instant::now();
     // Small echoes must not wait for Nagle and delayed ACKs.
     let _ = stream.set_nodelay(true);
-    let acceptor = TlsAcceptor::from(Arc::clone(&state.tls.load().config));
+    let material = state.tls.load_full();
     let handshake = tokio::select! {
         () = state.shutdown.cancelled() => return,
-        r = tokio::time::timeout(state.config.handshake_timeout, acceptor.accept(stream)) => r,
+        r = tokio::time::timeout(state.config.handshake_timeout, tls::accept(&material, stream)) => r,
     };
     let mut tls = match handshake {
         Ok(Ok(tls)) => tls,
@@ -82,6 +81,11 @@ pub async fn run(state: Arc<State>, stream: TcpStream, peer: SocketAddr, pass: P
                 .and_then(|g| g.name().as_str())
                 .unwrap_or("?"),
             sni = session.server_name().unwrap_or(""),
+            alpn = session
+                .alpn_protocol()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+                .as_ref(),
             "connected"
         );
     }

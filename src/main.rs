@@ -95,7 +95,9 @@ async fn serve(
     init_logging(args.log_format.unwrap_or_default(), "info");
     let config = or_exit!(Config::resolve(args));
     startup::descriptor_budget(nofile, config.max_conns);
-    or_exit!(startup::key_permissions(&config.tls.key));
+    for id in &config.tls.identities {
+        or_exit!(startup::key_permissions(&id.key));
+    }
     let signals = or_exit!(lifecycle::Signals::install());
     let state = or_exit!(server::State::new(config));
     let listeners = or_exit!(passed.echo_listeners(&state.config.listen, state.config.reuse_port));

@@ -10,7 +10,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsConnector;
 use tracing::info;
 
 use crate::echo::{self, Ending, Tally};
@@ -88,15 +88,25 @@ async fn exercise(state: &State) -> Result<Outcome, SelfTestError> {
     let limits = state.config.echo.clone();
     let mtls = state.config.tls.client_ca.is_some();
     let (client_io, server_io) = tokio::io::duplex(PIPE_BYTES);
-    let acceptor = TlsAcceptor::from(Arc::clone(&material.config));
+    // A name the default certificate covers, so that --strict-sni admits the probe too.
+    let name = material
+        .default_name()
+        .unwrap_or_else(|| "tls-echo.self-test".into());
+    let served = Arc::clone(&material);
     let server = tokio::spawn(async move {
-        let mut stream = acceptor.accept(server_io).await?;
+        let mut stream = tls::accept(&served, server_io).await?;
         let mut tally = Tally::default();
         let stop = std::pin::pin!(std::future::pending());
         Ok::<_, std::io::Error>(echo::run(&mut stream, &limits, stop, &mut tally).await)
     });
     let probe = probe(state);
-    let client = client_side(own_leaf_only_client(&material.leaf_der)?, client_io, probe).await;
+    let client = client_side(
+        own_leaf_only_client(&material.leaf_der)?,
+        &name,
+        client_io,
+        probe,
+    )
+    .await;
     let served = server
         .await
         .map_err(|e| SelfTestError::Io(std::io::Error::other(e)))?;
@@ -129,10 +139,12 @@ fn probe(state: &State) -> &'static [u8] {
 
 async fn client_side(
     config: rustls::ClientConfig,
+    name: &str,
     io: DuplexStream,
     probe: &[u8],
 ) -> Result<(), SelfTestError> {
-    let name = ServerName::try_from("tls-echo.self-test").expect("literal DNS name");
+    let name = ServerName::try_from(name.to_owned())
+        .unwrap_or_else(|_| ServerName::try_from("tls-echo.self-test").expect("literal DNS name"));
     let mut tls = TlsConnector::from(Arc::new(config))
         .connect(name, io)
         .await
@@ -255,8 +267,8 @@ mod tests {
             path
         };
         let mut args = ServeArgs {
-            cert: Some(write("server.pem", &leaf.cert_pem)),
-            key: Some(write("server.key", &leaf.key_pem)),
+            cert: vec![write("server.pem", &leaf.cert_pem)],
+            key: vec![write("server.key", &leaf.key_pem)],
             ..Default::default()
         };
         write("ca.pem", &ca.pair.cert_pem);

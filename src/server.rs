@@ -73,7 +73,7 @@ impl State {
         let material = tls::load(&config.tls)?;
         let allowlist = config.allowlist()?;
         let metrics = Arc::new(Metrics::new());
-        metrics.set_cert_not_after(material.leaf.not_after);
+        metrics.set_cert_not_after(material.soonest_not_after());
         let peers = PeerLimits::new(
             config.max_conns_per_ip,
             config.rate_per_ip,
@@ -107,7 +107,8 @@ impl State {
             .and_then(|m| Ok((m, self.config.allowlist()?)));
         self.metrics.reloaded(result.is_ok());
         let (material, allowlist) = result?;
-        self.metrics.set_cert_not_after(material.leaf.not_after);
+        self.metrics
+            .set_cert_not_after(material.soonest_not_after());
         info!(
             cert_expires_in_days = material.leaf.seconds_left() / 86_400,
             allow_entries = allowlist.len(),

@@ -44,14 +44,14 @@ pub fn descriptor_budget(nofile: std::io::Result<u64>, max_conns: usize) {
 /// Logs what is about to be served, and prints the `--dev` hint.
 pub fn announce(state: &State, listeners: &[TcpListener]) {
     let cfg = &state.config;
-    let leaf = &state.tls.load().leaf;
-    if leaf.seconds_left() <= 0 {
-        warn!(cert = %cfg.tls.cert.display(), subject = %leaf.subject, "certificate has EXPIRED: clients will refuse it");
-    } else if leaf.seconds_left() < check::EXPIRY_WARNING_DAYS * 86_400 {
-        warn!(
-            days_left = leaf.seconds_left() / 86_400,
-            "certificate expires soon"
-        );
+    let material = state.tls.load();
+    for served in &material.certs {
+        let (cert, leaf) = (served.identity.cert.display(), &served.info);
+        if leaf.seconds_left() <= 0 {
+            warn!(%cert, subject = %leaf.subject, "certificate has EXPIRED: clients will refuse it");
+        } else if leaf.seconds_left() < check::EXPIRY_WARNING_DAYS * 86_400 {
+            warn!(%cert, days_left = leaf.seconds_left() / 86_400, "certificate expires soon");
+        }
     }
     let allow = state.firewall.allowlist();
     if allow.is_loopback_default() {

@@ -3,6 +3,17 @@
 //! Policy: TLS 1.3 and 1.2 only (1.3 only with `--tls13-only`), aws-lc-rs suites, all of them
 //! forward-secret AEAD, X25519MLKEM768 preferred with classical groups as fallback. rustls has
 //! no renegotiation and no compression to turn off.
+//!
+//! The features beside the policy each have a file: [`sni`] (several certificates by SNI and
+//! key type, `--strict-sni`), [`crl`] (client-certificate revocation), [`ocsp`] (stapling) and
+//! [`tickets`] (`--ticket-keys`, resumption across instances).
+
+pub mod crl;
+pub mod ocsp;
+pub mod sni;
+mod tickets;
+
+pub use sni::accept;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,13 +32,30 @@ use rustls::{
 
 use crate::certinfo::CertInfo;
 
-/// Where the TLS material comes from; re-read as a whole on reload.
-#[derive(Debug, Clone)]
-pub struct TlsSettings {
+/// One `--cert`/`--key` pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
     /// Certificate chain, leaf first.
     pub cert: PathBuf,
     /// Private key.
     pub key: PathBuf,
+}
+
+/// Where the TLS material comes from; re-read as a whole on reload.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// Certificate/key pairs, at least one; the first is the default.
+    pub identities: Vec<Identity>,
+    /// Refuse a ClientHello without SNI or with a name no certificate covers.
+    pub strict_sni: bool,
+    /// ALPN protocols in server preference order (empty: no ALPN).
+    pub alpn: Vec<String>,
+    /// CRLs for the client CA chain.
+    pub client_crls: Vec<PathBuf>,
+    /// DER OCSP responses to staple.
+    pub ocsp_responses: Vec<PathBuf>,
+    /// Shared session-ticket keys (default: rustls's own rotating keys).
+    pub ticket_keys: Option<PathBuf>,
     /// CA bundle for client certificates (mutual TLS), if required.
     pub client_ca: Option<PathBuf>,
     /// Client certificate names admitted (empty: any chaining to `client_ca`).
@@ -117,20 +145,84 @@ pub enum TlsError {
         /// Why.
         detail: String,
     },
+    /// A `--client-crl` file cannot be used.
+    #[error("{path}: unusable client CRL: {detail}")]
+    Crl {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// An `--ocsp-response` file cannot be stapled.
+    #[error("{path}: unusable OCSP response: {detail}")]
+    Ocsp {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// The `--ticket-keys` file cannot be used.
+    #[error("{path}: unusable ticket key file: {detail}")]
+    TicketKeys {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// `--strict-sni` with a default certificate that names no host.
+    #[error(
+        "{path}: --strict-sni needs DNS names in the first (default) certificate, and it has none (the start-up self-test connects with one of them)"
+    )]
+    StrictSniWithoutNames {
+        /// The certificate file.
+        path: PathBuf,
+    },
     /// Anything else rustls refused.
     #[error("TLS configuration refused: {0}")]
     Rustls(#[from] rustls::Error),
 }
 
-/// A ready server configuration and facts about its leaf certificate.
+/// A ready server configuration and facts about what it serves.
 #[derive(Debug, Clone)]
 pub struct TlsMaterial {
     /// What the acceptor uses.
     pub config: Arc<ServerConfig>,
-    /// Validity and names of the leaf.
+    /// Validity and names of the default (first) certificate's leaf.
     pub leaf: CertInfo,
-    /// The leaf itself, so the start-up self-test can pin exactly what is served.
+    /// The default leaf itself, so the start-up self-test can pin exactly what is served.
     pub leaf_der: CertificateDer<'static>,
+    /// Every served certificate, in configuration order.
+    pub certs: Vec<ServedCert>,
+    /// The `--client-crl` lists.
+    pub crls: Vec<crl::CrlInfo>,
+    pub(crate) sni: Arc<sni::Resolver>,
+}
+
+/// One served certificate, for `check` and the start-up log.
+#[derive(Debug, Clone)]
+pub struct ServedCert {
+    /// Its files.
+    pub identity: Identity,
+    /// Names and validity of its leaf.
+    pub info: CertInfo,
+    /// The OCSP response stapled to it, if any.
+    pub ocsp: Option<ocsp::OcspInfo>,
+}
+
+impl TlsMaterial {
+    /// The soonest expiry among the served certificates, seconds since the Unix epoch.
+    pub fn soonest_not_after(&self) -> i64 {
+        self.certs
+            .iter()
+            .map(|c| c.info.not_after)
+            .min()
+            .unwrap_or(self.leaf.not_after)
+    }
+
+    /// A host name the default certificate covers: the SNI the self-test sends.
+    pub fn default_name(&self) -> Option<String> {
+        self.sni.default_name()
+    }
 }
 
 /// The one crypto provider: aws-lc-rs (see the README for why).
@@ -141,27 +233,40 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// Reads every file and builds the server configuration. Nothing is half-applied: either all
 /// material is valid together or an error says what to fix.
 pub fn load(s: &TlsSettings) -> Result<TlsMaterial, TlsError> {
-    let chain = read_certs(&s.cert, "certificate")?;
-    let key = read_key(&s.key)?;
-    let leaf = CertInfo::parse(&chain[0]).map_err(|detail| TlsError::BadCertificate {
-        path: s.cert.clone(),
-        detail,
-    })?;
     let provider = provider();
-    let signer =
-        provider
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| TlsError::UnsupportedKey {
-                path: s.key.clone(),
-                detail: e.to_string(),
-            })?;
-    let leaf_der = chain[0].clone();
-    let certified = CertifiedKey::new(chain, signer);
-    if certified.keys_match().is_err() {
-        return Err(TlsError::KeyMismatch {
-            cert: s.cert.clone(),
-            key: s.key.clone(),
+    let mut loaded = s
+        .identities
+        .iter()
+        .map(|id| load_identity(id, &provider))
+        .collect::<Result<Vec<_>, _>>()?;
+    let targets: Vec<(&Path, &[CertificateDer<'static>])> = loaded
+        .iter()
+        .map(|(id, key, _, _)| (id.cert.as_path(), key.cert.as_slice()))
+        .collect();
+    let mut staples: Vec<Option<ocsp::OcspInfo>> = vec![None; loaded.len()];
+    for (index, der, info) in ocsp::load(&s.ocsp_responses, &targets)? {
+        loaded[index].1.ocsp = Some(der);
+        staples[index] = Some(info);
+    }
+    let leaf_der = loaded[0].1.cert[0].clone();
+    let leaf = loaded[0].2.clone();
+    let mut certs = Vec::new();
+    let mut entries = Vec::new();
+    for ((identity, key, info, names), ocsp) in loaded.into_iter().zip(staples) {
+        entries.push(sni::Entry {
+            key: Arc::new(key),
+            names,
+        });
+        certs.push(ServedCert {
+            identity,
+            info,
+            ocsp,
+        });
+    }
+    let resolver = Arc::new(sni::Resolver::new(entries, s.strict_sni));
+    if s.strict_sni && resolver.default_name().is_none() {
+        return Err(TlsError::StrictSniWithoutNames {
+            path: s.identities[0].cert.clone(),
         });
     }
     let versions: &[&rustls::SupportedProtocolVersion] = if s.tls13_only {
@@ -171,21 +276,84 @@ pub fn load(s: &TlsSettings) -> Result<TlsMaterial, TlsError> {
     };
     let builder =
         ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
+    let (crl_ders, crls) = crl::load(&s.client_crls)?;
     let builder = match &s.client_ca {
-        Some(path) => {
-            builder.with_client_cert_verifier(client_verifier(path, &s.allow_client, provider)?)
-        }
+        Some(path) => builder.with_client_cert_verifier(client_verifier(
+            path,
+            &s.allow_client,
+            crl_ders,
+            provider,
+        )?),
         None => builder.with_no_client_auth(),
     };
-    let mut config =
-        builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
+    let mut config = builder.with_cert_resolver(Arc::clone(&resolver) as _);
+    // With protocols set, rustls refuses a client whose offer shares none with
+    // no_application_protocol (RFC 7301) and serves a client that offers none.
+    config.alpn_protocols = s.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     // Stateless tickets let returning clients resume without server-side session memory.
-    config.ticketer = aws_lc_rs::Ticketer::new()?;
+    config.ticketer = match &s.ticket_keys {
+        Some(path) => Arc::new(tickets::load(path)?),
+        None => aws_lc_rs::Ticketer::new()?,
+    };
     Ok(TlsMaterial {
         config: Arc::new(config),
         leaf,
         leaf_der,
+        certs,
+        crls,
+        sni: resolver,
     })
+}
+
+/// One pair: chain and key that match, the leaf's facts and its DNS names for SNI.
+fn load_identity(
+    id: &Identity,
+    provider: &CryptoProvider,
+) -> Result<(Identity, CertifiedKey, CertInfo, Vec<String>), TlsError> {
+    let chain = read_certs(&id.cert, "certificate")?;
+    let key = read_key(&id.key)?;
+    let bad = |detail| TlsError::BadCertificate {
+        path: id.cert.clone(),
+        detail,
+    };
+    let info = CertInfo::parse(&chain[0]).map_err(bad)?;
+    let names = dns_names(&chain[0]).map_err(bad)?;
+    let signer =
+        provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| TlsError::UnsupportedKey {
+                path: id.key.clone(),
+                detail: e.to_string(),
+            })?;
+    let certified = CertifiedKey::new(chain, signer);
+    if certified.keys_match().is_err() {
+        return Err(TlsError::KeyMismatch {
+            cert: id.cert.clone(),
+            key: id.key.clone(),
+        });
+    }
+    Ok((id.clone(), certified, info, names))
+}
+
+/// The leaf's DNS SANs in lower case: what SNI is matched against (not the CN, as webpki).
+fn dns_names(der: &[u8]) -> Result<Vec<String>, String> {
+    use x509_parser::extensions::GeneralName;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+    let san = cert.subject_alternative_name().map_err(|e| e.to_string())?;
+    Ok(san
+        .into_iter()
+        .flat_map(|s| s.value.general_names.iter())
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect())
+}
+
+pub(crate) fn now() -> i64 {
+    UnixTime::now().as_secs() as i64
 }
 
 /// Reads a PEM certificate chain.
@@ -230,7 +398,7 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         what,
         path: path.to_owned(),
@@ -241,6 +409,7 @@ fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
 pub(crate) fn client_verifier(
     ca: &Path,
     allow: &[String],
+    crls: Vec<rustls::pki_types::CertificateRevocationListDer<'static>>,
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let mut roots = RootCertStore::empty();
@@ -250,7 +419,10 @@ pub(crate) fn client_verifier(
             detail: e.to_string(),
         })?;
     }
+    // webpki's defaults with CRLs: the whole chain is checked, and a certificate whose
+    // issuer has no CRL among them is refused (as nginx does with ssl_crl).
     let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .with_crls(crls)
         .build()
         .map_err(|e| TlsError::ClientCa {
             path: ca.to_owned(),
@@ -328,6 +500,9 @@ impl ClientCertVerifier for NameAllowlist {
 /// Why a handshake failed, as a stable label for logs and metrics.
 pub fn handshake_failure_reason(e: &std::io::Error) -> &'static str {
     use rustls::Error as E;
+    if e.get_ref().is_some_and(|i| i.is::<sni::UnrecognizedName>()) {
+        return "sni-unrecognized";
+    }
     let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
         return match e.kind() {
             std::io::ErrorKind::UnexpectedEof => "client-closed",
@@ -344,7 +519,12 @@ pub fn handshake_failure_reason(e: &std::io::Error) -> &'static str {
         E::InvalidCertificate(
             CertificateError::Expired | CertificateError::ExpiredContext { .. },
         ) => "client-cert-expired",
+        E::InvalidCertificate(CertificateError::Revoked) => "client-cert-revoked",
+        E::InvalidCertificate(CertificateError::UnknownRevocationStatus) => {
+            "client-cert-revocation-unknown"
+        }
         E::InvalidCertificate(_) => "client-cert-invalid",
+        E::NoApplicationProtocol => "alpn-no-common-protocol",
         E::PeerIncompatible(_) => "protocol-version-or-suite",
         E::InvalidMessage(_)
         | E::InappropriateHandshakeMessage { .. }

@@ -1,0 +1,163 @@
+//! Several certificates, chosen per ClientHello by SNI and by the signature schemes the client
+//! supports; `--strict-sni` refuses a missing or unknown name with `unrecognized_name`.
+//!
+//! Order of choice: certificates whose DNS SANs name the host exactly, then those whose
+//! wildcard covers it (one label, as RFC 6125 and HAProxy's crt-list do), each group in
+//! configuration order; within the group the first whose key can sign with a scheme the client
+//! offers (an ECDSA and an RSA certificate for one name). No SNI, or a name no certificate
+//! covers: the first pair, the default, unless `--strict-sni`.
+
+use std::sync::Arc;
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
+
+use super::TlsMaterial;
+
+/// A fatal `unrecognized_name` (112) alert in a TLS 1.2-versioned plaintext record: what the
+/// server sends before any ServerHello, so the record needs no keys.
+const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+
+/// One served certificate and the DNS names it answers for.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) key: Arc<CertifiedKey>,
+    /// Lower-case DNS SANs, wildcards included as written (`*.example.com`).
+    pub(crate) names: Vec<String>,
+}
+
+/// The certificate resolver: immutable, rebuilt whole on reload.
+#[derive(Debug)]
+pub(crate) struct Resolver {
+    entries: Vec<Entry>,
+    strict: bool,
+}
+
+impl Resolver {
+    pub(crate) fn new(entries: Vec<Entry>, strict: bool) -> Resolver {
+        Resolver { entries, strict }
+    }
+
+    /// Whether some certificate covers `host`.
+    pub(crate) fn covers(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.entries
+            .iter()
+            .any(|e| e.names.iter().any(|n| matches(n, &host)))
+    }
+
+    /// A host name the default certificate answers for (the self-test sends it as SNI).
+    pub(crate) fn default_name(&self) -> Option<String> {
+        let names = &self.entries.first()?.names;
+        names
+            .iter()
+            .find(|n| !n.starts_with("*."))
+            .cloned()
+            .or_else(|| {
+                names.iter().find_map(|n| {
+                    n.strip_prefix("*.")
+                        .map(|d| format!("tls-echo-self-test.{d}"))
+                })
+            })
+    }
+
+    fn choose(
+        &self,
+        host: Option<&str>,
+        schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        let host = host.map(str::to_ascii_lowercase);
+        let exact: Vec<&Entry> = host.as_deref().map_or_else(Vec::new, |h| {
+            self.entries
+                .iter()
+                .filter(|e| e.names.iter().any(|n| n == h))
+                .collect()
+        });
+        let candidates = if !exact.is_empty() {
+            exact
+        } else {
+            let wild: Vec<&Entry> = host.as_deref().map_or_else(Vec::new, |h| {
+                self.entries
+                    .iter()
+                    .filter(|e| e.names.iter().any(|n| n.starts_with("*.") && matches(n, h)))
+                    .collect()
+            });
+            if !wild.is_empty() {
+                wild
+            } else if self.strict {
+                return None;
+            } else {
+                self.entries.iter().collect()
+            }
+        };
+        candidates
+            .iter()
+            .find(|e| e.key.key.choose_scheme(schemes).is_some())
+            .or(candidates.first())
+            .map(|e| Arc::clone(&e.key))
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.choose(hello.server_name(), hello.signature_schemes())
+    }
+}
+
+/// Whether SAN `pattern` (lower case) covers `host` (lower case): equal, or a `*.` wildcard
+/// standing for exactly one leftmost label.
+fn matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(domain) => host
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == domain),
+        None => pattern == host,
+    }
+}
+
+/// The ClientHello named no certificate under `--strict-sni`.
+#[derive(Debug, thiserror::Error)]
+#[error("--strict-sni: no certificate covers the requested name ({0}); sent unrecognized_name")]
+pub struct UnrecognizedName(pub String);
+
+/// The server side of the handshake with `material`. Under `--strict-sni` the ClientHello is
+/// read first so that an unknown or missing name gets `unrecognized_name` (rustls itself would
+/// answer a resolver's refusal with `access_denied`).
+pub async fn accept<IO>(material: &TlsMaterial, io: IO) -> std::io::Result<TlsStream<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    if !material.sni.strict {
+        return TlsAcceptor::from(Arc::clone(&material.config))
+            .accept(io)
+            .await;
+    }
+    let mut start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
+    let name = start.client_hello().server_name().map(str::to_owned);
+    if name.as_deref().is_some_and(|n| material.sni.covers(n)) {
+        return start.into_stream(Arc::clone(&material.config)).await;
+    }
+    let _ = start.io.write_all(&UNRECOGNIZED_NAME_ALERT).await;
+    let _ = start.io.flush().await;
+    Err(std::io::Error::other(UnrecognizedName(
+        name.unwrap_or_else(|| "no SNI".into()),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+
+    #[test]
+    fn wildcards_cover_one_label() {
+        assert!(matches("a.example.com", "a.example.com"));
+        assert!(matches("*.example.com", "a.example.com"));
+        assert!(!matches("*.example.com", "example.com"));
+        assert!(!matches("*.example.com", "a.b.example.com"));
+        assert!(!matches("*.example.com", ".example.com"));
+        assert!(!matches("a.example.com", "b.example.com"));
+    }
+}
