@@ -20,9 +20,13 @@ use tokio_rustls::client::TlsStream;
 /// How long any single wait in a test may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// The binary under test.
+/// The binary under test; `TLS_ECHO_TEST_BIN` overrides it (in a target directory shared by
+/// several checkouts, `target/debug/tls-echo` is whichever checkout built last).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tls-echo")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("TLS_ECHO_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tls-echo").into())
+    })
 }
 
 /// A throwaway PKI in a temporary directory.
