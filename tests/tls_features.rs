@@ -65,6 +65,7 @@ issue good client "$EC" DNS:good.client
 issue revoked client "$EC" DNS:revoked.client
 issue responder responder "$EC"
 cat a.pem ca.pem > a-chain.pem
+openssl ca -config ca.cnf -gencrl -out crl-before.pem 2>/dev/null
 openssl ca -config ca.cnf -revoke revoked.pem 2>/dev/null
 openssl ca -config ca.cnf -gencrl -out crl.pem 2>/dev/null
 openssl crl -in crl.pem -outform DER -out crl.der
@@ -360,6 +361,67 @@ fn a_revoked_client_certificate_fails_with_its_own_reason() {
             s.log.text()
         );
     }
+}
+
+#[test]
+fn crls_and_ocsp_responses_are_reread_on_sighup() {
+    let pki = OpensslPki::new();
+    let (crl, ocsp) = (pki.path("live.crl"), pki.path("live.ocsp"));
+    std::fs::copy(pki.path("crl-before.pem"), &crl).unwrap();
+    std::fs::copy(pki.path("a.ocsp"), &ocsp).unwrap();
+    let s = start(with(
+        pki.sni_args(),
+        &[
+            "--client-ca",
+            &pki.p("ca.pem"),
+            "--client-crl",
+            &crl.display().to_string(),
+            "--ocsp-response",
+            &ocsp.display().to_string(),
+        ],
+    ));
+    let revoked = [
+        "-cert",
+        &pki.p("revoked.pem"),
+        "-key",
+        &pki.p("revoked.key"),
+    ];
+    assert!(
+        s_client(&pki, s.addr(), &revoked).echoed,
+        "not yet on the CRL"
+    );
+    std::fs::copy(pki.path("crl.pem"), &crl).unwrap();
+    s.signal("HUP");
+    assert!(s.log.wait_count("reload applied", 1), "{}", s.log.text());
+    assert!(
+        !s_client(&pki, s.addr(), &revoked).echoed,
+        "revoked after the reload"
+    );
+    // A response that is no longer usable fails the reload and keeps the old staple.
+    std::fs::copy(pki.path("unauthorized.ocsp"), &ocsp).unwrap();
+    s.signal("HUP");
+    assert!(
+        s.log
+            .wait_for(|l| l.contains("reload failed") && l.contains("live.ocsp"))
+            .is_some(),
+        "{}",
+        s.log.text()
+    );
+    let good = [
+        "-cert",
+        &pki.p("good.pem"),
+        "-key",
+        &pki.p("good.key"),
+        "-servername",
+        "a.test",
+        "-status",
+    ];
+    let seen = s_client(&pki, s.addr(), &good);
+    assert!(
+        seen.echoed && seen.text.contains("Cert Status: good"),
+        "{}",
+        seen.text
+    );
 }
 
 #[test]

@@ -24,7 +24,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::sign::CertifiedKey;
 use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
     SignatureScheme,
@@ -237,7 +236,7 @@ pub fn load(s: &TlsSettings) -> Result<TlsMaterial, TlsError> {
     let mut loaded = s
         .identities
         .iter()
-        .map(|id| load_identity(id, &provider))
+        .map(|id| sni::load_identity(id, &provider))
         .collect::<Result<Vec<_>, _>>()?;
     let targets: Vec<(&Path, &[CertificateDer<'static>])> = loaded
         .iter()
@@ -303,53 +302,6 @@ pub fn load(s: &TlsSettings) -> Result<TlsMaterial, TlsError> {
         crls,
         sni: resolver,
     })
-}
-
-/// One pair: chain and key that match, the leaf's facts and its DNS names for SNI.
-fn load_identity(
-    id: &Identity,
-    provider: &CryptoProvider,
-) -> Result<(Identity, CertifiedKey, CertInfo, Vec<String>), TlsError> {
-    let chain = read_certs(&id.cert, "certificate")?;
-    let key = read_key(&id.key)?;
-    let bad = |detail| TlsError::BadCertificate {
-        path: id.cert.clone(),
-        detail,
-    };
-    let info = CertInfo::parse(&chain[0]).map_err(bad)?;
-    let names = dns_names(&chain[0]).map_err(bad)?;
-    let signer =
-        provider
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| TlsError::UnsupportedKey {
-                path: id.key.clone(),
-                detail: e.to_string(),
-            })?;
-    let certified = CertifiedKey::new(chain, signer);
-    if certified.keys_match().is_err() {
-        return Err(TlsError::KeyMismatch {
-            cert: id.cert.clone(),
-            key: id.key.clone(),
-        });
-    }
-    Ok((id.clone(), certified, info, names))
-}
-
-/// The leaf's DNS SANs in lower case: what SNI is matched against (not the CN, as webpki).
-fn dns_names(der: &[u8]) -> Result<Vec<String>, String> {
-    use x509_parser::extensions::GeneralName;
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
-    let san = cert.subject_alternative_name().map_err(|e| e.to_string())?;
-    Ok(san
-        .into_iter()
-        .flat_map(|s| s.value.general_names.iter())
-        .filter_map(|n| match n {
-            GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
-            _ => None,
-        })
-        .collect())
 }
 
 pub(crate) fn now() -> i64 {

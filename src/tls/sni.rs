@@ -15,7 +15,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 
-use super::TlsMaterial;
+use rustls::crypto::CryptoProvider;
+
+use super::{Identity, TlsError, TlsMaterial, read_certs, read_key};
+use crate::certinfo::CertInfo;
 
 /// A fatal `unrecognized_name` (112) alert in a TLS 1.2-versioned plaintext record: what the
 /// server sends before any ServerHello, so the record needs no keys.
@@ -116,6 +119,53 @@ fn matches(pattern: &str, host: &str) -> bool {
             .is_some_and(|(label, rest)| !label.is_empty() && rest == domain),
         None => pattern == host,
     }
+}
+
+/// One pair: chain and key that match, the leaf's facts and its DNS names for SNI.
+pub(crate) fn load_identity(
+    id: &Identity,
+    provider: &CryptoProvider,
+) -> Result<(Identity, CertifiedKey, CertInfo, Vec<String>), TlsError> {
+    let chain = read_certs(&id.cert, "certificate")?;
+    let key = read_key(&id.key)?;
+    let bad = |detail| TlsError::BadCertificate {
+        path: id.cert.clone(),
+        detail,
+    };
+    let info = CertInfo::parse(&chain[0]).map_err(bad)?;
+    let names = dns_names(&chain[0]).map_err(bad)?;
+    let signer =
+        provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| TlsError::UnsupportedKey {
+                path: id.key.clone(),
+                detail: e.to_string(),
+            })?;
+    let certified = CertifiedKey::new(chain, signer);
+    if certified.keys_match().is_err() {
+        return Err(TlsError::KeyMismatch {
+            cert: id.cert.clone(),
+            key: id.key.clone(),
+        });
+    }
+    Ok((id.clone(), certified, info, names))
+}
+
+/// The leaf's DNS SANs in lower case: what SNI is matched against (not the CN, as webpki).
+fn dns_names(der: &[u8]) -> Result<Vec<String>, String> {
+    use x509_parser::extensions::GeneralName;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+    let san = cert.subject_alternative_name().map_err(|e| e.to_string())?;
+    Ok(san
+        .into_iter()
+        .flat_map(|s| s.value.general_names.iter())
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect())
 }
 
 /// The ClientHello named no certificate under `--strict-sni`.
