@@ -36,12 +36,14 @@ impl CertInfo {
                 }
             }
         }
-        names.extend(
-            cert.subject()
-                .iter_common_name()
-                .filter_map(|cn| cn.as_str().ok())
-                .map(str::to_string),
-        );
+        // SANs first; a CN that repeats a SAN (the usual case) is listed once.
+        for cn in cert.subject().iter_common_name() {
+            if let Ok(cn) = cn.as_str() {
+                if !names.iter().any(|n| n == cn) {
+                    names.push(cn.to_string());
+                }
+            }
+        }
         let validity = cert.validity();
         Ok(CertInfo {
             subject: cert.subject().to_string(),
