@@ -40,6 +40,29 @@ pub enum Command {
     Check(Box<CheckArgs>),
     /// Load-test any TLS echo server: handshakes, ping-pong, bulk, idle connections.
     Bench(crate::bench::BenchArgs),
+    /// Print the shell completion script, generated from these definitions.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), generated from these definitions.
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+/// `tls-echo man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write tls-echo.1 and one page per subcommand (tls-echo-check.1, ...) into this directory
+    /// instead of printing tls-echo.1.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// `tls-echo completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for, e.g. bash (/usr/share/bash-completion/completions/tls-echo),
+    /// zsh (a `_tls-echo` file on $fpath) or fish (~/.config/fish/completions/tls-echo.fish).
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// How each line of the stream is treated.

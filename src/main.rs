@@ -3,11 +3,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tracing::{error, info};
 
 use tls_echo::check;
-use tls_echo::cli::{Cli, Command, GenCertsArgs, LogFormat};
+use tls_echo::cli::{Cli, Command, GenCertsArgs, LogFormat, ManArgs};
 use tls_echo::config::{self, Config};
 use tls_echo::systemd::{self, Passed};
 use tls_echo::{bench, certs, client, lifecycle, scrape, selftest, server, startup};
@@ -54,6 +54,12 @@ fn main() -> ExitCode {
             init_logging(LogFormat::Text, "warn");
             exit_on(runtime.block_on(bench::run(args)))
         }
+        Some(Command::Completions(args)) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(args.shell, &mut cmd, "tls-echo", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Man(args)) => exit_on(man_pages(args)),
     }
 }
 
@@ -151,6 +157,16 @@ fn gen_certs(a: GenCertsArgs) -> anyhow::Result<()> {
         println!(
             "          tls-echo client --ca {d}/ca.pem --cert {d}/client.pem --key {d}/client.key"
         );
+    }
+    Ok(())
+}
+
+fn man_pages(a: ManArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    match a.out {
+        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?,
+        Some(dir) => clap_mangen::generate_to(Cli::command(), &dir)
+            .with_context(|| format!("cannot write man pages into {}", dir.display()))?,
     }
     Ok(())
 }

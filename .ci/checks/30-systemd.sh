@@ -44,12 +44,12 @@ exposure() {
 }
 
 verify listening deploy/tls-echo.service
-verify activated deploy/socket-activated/tls-echo.service deploy/tls-echo.socket \
-  deploy/socket-activated/tls-echo-metrics.socket
+verify activated deploy/socket-activated/tls-echo-activated.service \
+  deploy/socket-activated/tls-echo-activated.socket deploy/socket-activated/tls-echo-activated-metrics.socket
 exposure deploy/tls-echo.service
-exposure deploy/socket-activated/tls-echo.service
+exposure deploy/socket-activated/tls-echo-activated.service
 
-BIN=target/debug/tls-echo
+BIN=${CARGO_TARGET_DIR:-target}/debug/tls-echo
 if [ -x "$BIN" ]; then
   "$BIN" gen-certs --out "$T/pki" >/dev/null
   if out=$("$BIN" check --config deploy/tls-echo.toml --cert "$T/pki/server.pem" --key "$T/pki/server.key" 2>&1); then

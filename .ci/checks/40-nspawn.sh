@@ -7,8 +7,9 @@
 #                          echo with `openssl s_client -verify_return_error`, IPAddressAllow=
 #                          fence (a client from 127.0.0.2 is dropped), reload (RELOADING/READY,
 #                          status text), echo again, certificate rotation, stop.
-#   socket-activated pair: the same through tls-echo.socket (activated by the first
-#                          connection) and /metrics through tls-echo-metrics.socket.
+#   socket-activated pair: the same for tls-echo-activated.service through
+#                          tls-echo-activated.socket (activated by the first connection) and
+#                          /metrics through tls-echo-activated-metrics.socket.
 # The root file system is built once by debootstrap (~4 min) into $TLS_ECHO_NSPAWN_CACHE
 # (default /var/cache/tls-echo-nspawn) and booted read-only with a tmpfs overlay, so it stays
 # clean and is reused. Needs root, systemd-container, debootstrap, openssl (.ci/setup.sh).
@@ -46,7 +47,7 @@ fi
 t=$(now)
 timeout 1200 cargo build --locked -q || die "cargo build failed"
 echo "build: $(since "$t")"
-BIN=$TOP/target/debug/tls-echo
+BIN=${CARGO_TARGET_DIR:-$TOP/target}/debug/tls-echo
 
 W=$(mktemp -d); NSPID=""; LEADER=""
 cleanup() {
@@ -78,15 +79,12 @@ fence() {
       -e "s#^ListenStream=127.0.0.1:9464#ListenStream=127.0.0.1:$MPORT#" "$1" >"$2"
 }
 fence deploy/tls-echo.service "$W/units/listening/tls-echo.service"
-for u in tls-echo.service tls-echo.socket tls-echo-metrics.socket; do
-  src=deploy/socket-activated/$u; [ -e "$src" ] || src=deploy/$u   # the .socket sits in deploy/
-  fence "$src" "$W/units/activated/$u"
-done
+for u in deploy/socket-activated/*; do fence "$u" "$W/units/activated/${u##*/}"; done
 
 t=$(now)
 setsid systemd-nspawn -D "$ROOT" --boot --register=no --keep-unit --console=read-only \
   --volatile=overlay --system-call-filter=bpf \
-  --bind-ro="$BIN:/usr/local/bin/tls-echo" --bind-ro="$W/etc:/etc/tls-echo" \
+  --bind-ro="$BIN:/usr/bin/tls-echo" --bind-ro="$W/etc:/etc/tls-echo" \
   --bind-ro="$W/units:/opt/units" </dev/null >"$W/boot.log" 2>&1 &
 NSPID=$!
 for _ in $(seq 100); do
@@ -130,7 +128,7 @@ PY
 show() { IN systemctl show -p "$2" --value "$1"; }
 # The unit's journal since the current phase began.
 JOURNAL_BASE=0
-journal() { IN journalctl -b -u tls-echo.service --no-pager -o cat | tail -n +$((JOURNAL_BASE + 1)); }
+journal() { IN journalctl -b -u "$SVC" --no-pager -o cat | tail -n +$((JOURNAL_BASE + 1)); }
 # journal_has PATTERN: journald stores the service's stderr asynchronously; wait up to 10 s.
 journal_has() {
   # Capture first: with pipefail, `journal | grep -q` fails when grep exits before journalctl
@@ -139,42 +137,43 @@ journal_has() {
   return 1
 }
 
-# phase NAME START_UNITS...: runs every step against the units installed for NAME.
+# phase NAME SERVICE START_UNITS...: runs every step against the units installed for NAME.
+SVC=tls-echo.service
 phase() {
-  local name=$1; shift
+  local name=$1; SVC=$2; shift 2
   echo "--- $name"
   JOURNAL_BASE=0; JOURNAL_BASE=$(journal | wc -l)
   IN sh -c "cp /opt/units/$name/* /etc/systemd/system/ && systemctl daemon-reload" || { ko "$name: install units"; return; }
   install -m 600 "$W/pki1/server.pem" "$W/etc/cert.pem"; install -m 600 "$W/pki1/server.key" "$W/etc/key.pem"
   local t; t=$(now)
   if IN systemctl start "$@"; then ok "$name: systemctl start $* ($(since "$t"))"
-  else ko "$name: systemctl start $*"; IN systemctl --no-pager status tls-echo.service | tail -5; journal | tail -20; return; fi
+  else ko "$name: systemctl start $*"; IN systemctl --no-pager status "$SVC" | tail -5; journal | tail -20; return; fi
 
   t=$(now)
   if echo_with "$W/pki1/ca.pem"; then ok "$name: echo via openssl s_client -verify_return_error ($(since "$t"))"
   else ko "$name: echo ($(tr '\n' ' ' <"$W/s_client.err"))"; fi
-  local active; active=$(show tls-echo.service ActiveState)
-  [ "$active" = active ] && ok "$name: tls-echo.service active (Type=notify, READY=1 sent)" \
-    || ko "$name: tls-echo.service is '$active'"
+  local active; active=$(show "$SVC" ActiveState)
+  [ "$active" = active ] && ok "$name: $SVC active (Type=notify, READY=1 sent)" \
+    || ko "$name: $SVC is '$active'"
   journal_has "self-test passed" && ok "$name: self-test passed before READY=1" || ko "$name: no self-test line"
-  [ "$(show tls-echo.service WatchdogTimestampMonotonic)" != 0 ] && ok "$name: watchdog pings received" \
+  [ "$(show "$SVC" WatchdogTimestampMonotonic)" != 0 ] && ok "$name: watchdog pings received" \
     || ko "$name: no WATCHDOG=1 received"
-  local pid; pid=$(show tls-echo.service MainPID)
+  local pid; pid=$(show "$SVC" MainPID)
   echo "      sandbox of MainPID $pid: $(IN grep -E '^(Uid|NoNewPrivs|Seccomp|CapEff):' "/proc/$pid/status" | tr -s '\t\n' '  ')"
   blocked_from 127.0.0.2 && ok "$name: IPAddressAllow=127.0.0.1/32 drops a client from 127.0.0.2" \
     || ko "$name: a client from 127.0.0.2 got through the IP fence"
   if [ "$name" = activated ]; then
     local m; m=$(python3 -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:$MPORT/metrics', timeout=5).read().decode())" 2>&1)
     grep -q '^tls_echo_connections_accepted_total [1-9]' <<<"$m" \
-      && ok "$name: /metrics through tls-echo-metrics.socket" || ko "$name: /metrics: $(echo "$m" | tail -2)"
+      && ok "$name: /metrics through tls-echo-activated-metrics.socket" || ko "$name: /metrics: $(echo "$m" | tail -2)"
   fi
 
   t=$(now)
   install -m 600 "$W/pki2/server.pem" "$W/etc/cert.pem"; install -m 600 "$W/pki2/server.key" "$W/etc/key.pem"
-  if IN systemctl reload tls-echo.service; then ok "$name: systemctl reload ($(since "$t"))"; else ko "$name: systemctl reload"; fi
+  if IN systemctl reload "$SVC"; then ok "$name: systemctl reload ($(since "$t"))"; else ko "$name: systemctl reload"; fi
   local status=""
   for _ in $(seq 40); do
-    status=$(show tls-echo.service StatusText); case "$status" in *reload*) break;; esac; sleep 0.25
+    status=$(show "$SVC" StatusText); case "$status" in *reload*) break;; esac; sleep 0.25
   done
   case "$status" in *"reload applied"*) ok "$name: RELOADING=1 then READY=1, status '$status'";;
     *) ko "$name: status after reload: '$status'";; esac
@@ -185,21 +184,21 @@ phase() {
     echo "INFO  $name: replace + reload kept the old certificate: this systemd does not refresh LoadCredential= on reload"
   fi
   t=$(now)
-  if IN systemctl restart tls-echo.service && echo_with "$W/pki2/ca.pem"; then
+  if IN systemctl restart "$SVC" && echo_with "$W/pki2/ca.pem"; then
     ok "$name: replace + restart serves the new certificate ($(since "$t"))"
   else ko "$name: restart with the new certificate"; fi
 
   t=$(now)
-  IN systemctl stop tls-echo.service "$@"
-  local result; result=$(show tls-echo.service Result); active=$(show tls-echo.service ActiveState)
+  IN systemctl stop "$SVC" "$@"
+  local result; result=$(show "$SVC" Result); active=$(show "$SVC" ActiveState)
   if [ "$active" = inactive ] && [ "$result" = success ] && journal_has "drained=true"; then
     ok "$name: systemctl stop: STOPPING=1, drained, exit success ($(since "$t"))"
   else ko "$name: stop: state '$active', result '$result'"; journal | tail -10; fi
   IN sh -c "rm -f /etc/systemd/system/tls-echo* && systemctl daemon-reload && systemctl reset-failed" >/dev/null 2>&1
 }
 
-phase listening tls-echo.service
-phase activated tls-echo.socket tls-echo-metrics.socket
+phase listening tls-echo.service tls-echo.service
+phase activated tls-echo-activated.service tls-echo-activated.socket tls-echo-activated-metrics.socket
 echo "--- journal of the last run (tail):"
 journal | tail -8 | sed 's/^/      /'
 echo "nspawn: $pass passed, $fail failed"
