@@ -9,14 +9,19 @@ use tokio::net::TcpStream;
 use tracing::{Span, debug, info};
 
 use crate::echo::{self, Stop, Tally};
-use crate::firewall::{Pass, Refusal};
+use crate::firewall::{Pass, Refusal, Seat};
 use crate::proxy::{self, Origin};
 use crate::server::State;
 use crate::tls::{self, handshake_failure_reason};
 
 /// A connection from a trusted proxy: reads the PROXY header, then applies the firewall to the
 /// client it names (a LOCAL header, e.g. a health check, stands for the proxy itself).
-pub async fn proxied(state: Arc<State>, mut stream: TcpStream, proxy_addr: SocketAddr) {
+pub async fn proxied(
+    state: Arc<State>,
+    mut stream: TcpStream,
+    proxy_addr: SocketAddr,
+    seat: Seat,
+) {
     let header =
         tokio::time::timeout(state.config.handshake_timeout, proxy::read(&mut stream)).await;
     let client = match header {
@@ -37,7 +42,7 @@ pub async fn proxied(state: Arc<State>, mut stream: TcpStream, proxy_addr: Socke
         }
     };
     Span::current().record("peer", tracing::field::display(client));
-    if let Ok(pass) = state.firewall.admit(client.ip()) {
+    if let Ok(pass) = state.firewall.admit_seated(client.ip(), Some(seat)) {
         run(state, stream, client, pass).await;
     }
 }

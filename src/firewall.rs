@@ -61,6 +61,10 @@ pub struct Pass {
     _slot: Option<PeerSlot>,
 }
 
+/// A place under the global connection cap, taken at accept; dropping it frees the place.
+#[derive(Debug)]
+pub struct Seat(OwnedSemaphorePermit);
+
 /// The firewall layer.
 pub struct Firewall {
     allow: watch::Sender<Arc<Allowlist>>,
@@ -93,14 +97,31 @@ impl Firewall {
     /// Decides on a new connection from `ip`. In audit mode only the global cap refuses: it
     /// protects the process, not the policy.
     pub fn admit(&self, ip: IpAddr) -> Result<Pass, Refusal> {
+        self.admit_seated(ip, None)
+    }
+
+    /// Takes a place under `--max-conns` for a connection whose client is not known yet (one
+    /// from a trusted proxy, before its PROXY header): the cap holds from accept onwards.
+    pub fn seat(&self, ip: IpAddr) -> Result<Seat, Refusal> {
+        Arc::clone(&self.conns)
+            .try_acquire_owned()
+            .map(Seat)
+            .map_err(|_| self.refuse(Refusal::MaxConns, ip.to_canonical()))
+    }
+
+    /// [`Firewall::admit`] for a connection that may already hold its place under the cap.
+    pub fn admit_seated(&self, ip: IpAddr, seat: Option<Seat>) -> Result<Pass, Refusal> {
         let ip = ip.to_canonical();
         let enforce = self.mode == FirewallMode::Enforce;
         if !self.allow.borrow().allows(ip) {
             self.check(Refusal::NotAllowed, ip, enforce)?;
         }
-        let permit = Arc::clone(&self.conns)
-            .try_acquire_owned()
-            .map_err(|_| self.refuse(Refusal::MaxConns, ip))?;
+        let permit = match seat {
+            Some(Seat(permit)) => permit,
+            None => Arc::clone(&self.conns)
+                .try_acquire_owned()
+                .map_err(|_| self.refuse(Refusal::MaxConns, ip))?,
+        };
         let (slot, exceeded) = self.peers.enter(ip, enforce);
         if let Some(e) = exceeded {
             self.check(e.into(), ip, enforce)?;

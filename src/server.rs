@@ -210,10 +210,13 @@ fn on_accept(state: &Arc<State>, stream: TcpStream, peer: SocketAddr) {
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
     if state.config.is_trusted_proxy(peer.ip()) {
+        let Ok(seat) = state.firewall.seat(peer.ip()) else {
+            return; // at --max-conns: closed before its header is read
+        };
         let span = info_span!("conn", id, peer = tracing::field::Empty, via = %peer);
         state
             .tracker
-            .spawn(connection::proxied(Arc::clone(state), stream, peer).instrument(span));
+            .spawn(connection::proxied(Arc::clone(state), stream, peer, seat).instrument(span));
         return;
     }
     let Ok(pass) = state.firewall.admit(peer.ip()) else {

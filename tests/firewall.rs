@@ -421,6 +421,56 @@ mod proxy_protocol {
         );
     }
 
+    /// A balancer that opens connections and is slow to speak holds places under --max-conns
+    /// from accept: past the cap a silent connection is closed at once, not at the handshake
+    /// timeout, and a place frees when a held connection closes.
+    #[tokio::test]
+    async fn silent_proxy_connections_count_against_max_conns_from_accept() {
+        let pki = Pki::new();
+        let s = pki.serve(&[
+            "--proxy-protocol",
+            "--trusted-proxy",
+            "127.0.0.1/32",
+            "--max-conns",
+            "2",
+            "--handshake-timeout",
+            "60s",
+        ]);
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(tcp_from(ip("127.0.0.1"), s.addr()).await.unwrap());
+        }
+        let mut third = tcp_from(ip("127.0.0.1"), s.addr()).await.unwrap();
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(DEADLINE, third.read(&mut byte)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "the third silent connection must be closed at once: {closed:?}\n{}",
+            s.log.text()
+        );
+        assert!(
+            s.log.wait_for(|l| l.contains("max-conns")).is_some(),
+            "{}",
+            s.log.text()
+        );
+        drop(held.pop());
+        // Its end is seen as a missing header; the place is freed as that task returns.
+        assert!(
+            s.log.wait_for(|l| l.contains("\"proxy-header\"")).is_some(),
+            "{}",
+            s.log.text()
+        );
+        let mut served = false;
+        for _ in 0..100 {
+            if let Ok(echo) = via_proxy(&pki, &s, "127.0.0.1", v1("127.0.0.1").as_bytes()).await {
+                served = echo == b"ping\n";
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(served, "{}", s.log.text());
+    }
+
     #[test]
     fn proxy_protocol_requires_trusted_proxies() {
         let pki = Pki::new();
