@@ -10,57 +10,25 @@
 #   socket-activated pair: the same for tls-echo-activated.service through
 #                          tls-echo-activated.socket (activated by the first connection) and
 #                          /metrics through tls-echo-activated-metrics.socket.
-# The root file system is built once by debootstrap (~4 min) into $TLS_ECHO_NSPAWN_CACHE
-# (default /var/cache/tls-echo-nspawn) and booted read-only with a tmpfs overlay, so it stays
-# clean and is reused. Needs root, systemd-container, debootstrap, openssl (.ci/setup.sh).
+# The container and the step helpers: lib/nspawn.bash (rootfs cached in
+# /var/cache/tls-echo-nspawn). Needs root, systemd-container, debootstrap, openssl (.ci/setup.sh).
 # Closing line: "nspawn: N passed, N failed"; exit 1 on a failed step, 2 on a setup problem.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 TOP=$PWD
-CACHE=${TLS_ECHO_NSPAWN_CACHE:-/var/cache/tls-echo-nspawn}
-ROOT=$CACHE/rootfs
+CHECK=nspawn
 STEP_TIMEOUT=30          # seconds any one systemctl/openssl step may take
-pass=0; fail=0
-ok() { echo "PASS  $*"; pass=$((pass + 1)); }
-ko() { echo "FAIL  $*"; fail=$((fail + 1)); }
-die() { echo "$*"; echo "nspawn: $pass passed, $((fail + 1)) failed"; exit 2; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
-
-[ "$(id -u)" = 0 ] || die "needs root (systemd-nspawn)"
-for tool in systemd-nspawn debootstrap openssl nsenter python3 flock; do
-  command -v "$tool" >/dev/null || die "$tool missing: bash .ci/setup.sh installs it"
-done
-
-mkdir -p "$CACHE"
-exec 9>"$CACHE/lock"
-flock -w 600 9 || die "another run holds $CACHE/lock"
-if [ ! -x "$ROOT/lib/systemd/systemd" ] || [ ! -x "$ROOT/usr/bin/kill" ]; then
-  echo "building $ROOT with debootstrap (once, ~4 min) ..."
-  t=$(now); rm -rf "$ROOT.tmp"
-  timeout 900 debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps bookworm \
-    "$ROOT.tmp" >"$CACHE/debootstrap.log" 2>&1 || die "debootstrap failed, see $CACHE/debootstrap.log"
-  rm -rf "$ROOT"; mv "$ROOT.tmp" "$ROOT"
-  echo "rootfs built in $(since "$t")"
-fi
+W=$(mktemp -d)
+source .ci/checks/lib/nspawn.bash
+trap 'nspawn_cleanup; rm -rf "$W"' EXIT
+nspawn_rootfs
 
 t=$(now)
 timeout 1200 cargo build --locked -q || die "cargo build failed"
 echo "build: $(since "$t")"
 BIN=${CARGO_TARGET_DIR:-$TOP/target}/debug/tls-echo
 
-W=$(mktemp -d); NSPID=""; LEADER=""
-cleanup() {
-  if [ -n "$LEADER" ]; then timeout 20 nsenter -t "$LEADER" -a systemctl poweroff >/dev/null 2>&1; fi
-  if [ -n "$NSPID" ]; then
-    timeout 30 tail --pid="$NSPID" -f /dev/null
-    kill "$NSPID" 2>/dev/null
-  fi
-  rm -rf "$W"
-}
-trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port); MPORT=$(free_port)
 [ "$PORT" != "$MPORT" ] || MPORT=$(free_port)
 
@@ -81,38 +49,11 @@ fence() {
 fence deploy/tls-echo.service "$W/units/listening/tls-echo.service"
 for u in deploy/socket-activated/*; do fence "$u" "$W/units/activated/${u##*/}"; done
 
-t=$(now)
-setsid systemd-nspawn -D "$ROOT" --boot --register=no --keep-unit --console=read-only \
-  --volatile=overlay --system-call-filter=bpf \
-  --bind-ro="$BIN:/usr/bin/tls-echo" --bind-ro="$W/etc:/etc/tls-echo" \
-  --bind-ro="$W/units:/opt/units" </dev/null >"$W/boot.log" 2>&1 &
-NSPID=$!
-for _ in $(seq 100); do
-  LEADER=$(pgrep -P "$NSPID" -x systemd | head -1); [ -n "$LEADER" ] && break; sleep 0.1
-done
-[ -n "$LEADER" ] || { cat "$W/boot.log"; die "the container did not start"; }
-IN() { timeout "$STEP_TIMEOUT" nsenter -t "$LEADER" -a "$@"; }
-state=""
-for _ in $(seq 120); do
-  state=$(IN systemctl is-system-running 2>/dev/null)
-  case "$state" in running|degraded) break;; esac; sleep 0.25
-done
-case "$state" in running|degraded) echo "container booted ($state) in $(since "$t")";;
-  *) cat "$W/boot.log"; die "systemd in the container did not come up (state '$state')";; esac
+nspawn_boot --bind-ro="$BIN:/usr/bin/tls-echo" --bind-ro="$W/etc:/etc/tls-echo" \
+  --bind-ro="$W/units:/opt/units"
 
-# echo_with CA: one line through openssl s_client, verifying against CA and 127.0.0.1; the
-# client's stdin stays open until the echo is read, then EOF ends the session.
-echo_with() {
-  local reply=""
-  coproc SC { timeout "$STEP_TIMEOUT" openssl s_client -connect "127.0.0.1:$PORT" -CAfile "$1" \
-                -verify_return_error -verify_ip 127.0.0.1 -brief 2>"$W/s_client.err"; }
-  printf 'hello from the host\n' >&"${SC[1]}"
-  local out=${SC[0]} in=${SC[1]} pid=$SC_PID
-  IFS= read -r -t "$STEP_TIMEOUT" reply <&"$out"
-  exec {in}>&-
-  wait "$pid" 2>/dev/null
-  [ "$reply" = "hello from the host" ]
-}
+# echo_with CA: one line through openssl s_client, verified against CA.
+echo_with() { s_client_echo "$PORT" "$1" "hello from the host"; }
 # blocked_from SRC: no TLS byte reaches a client bound to SRC (the unit's IP fence drops it).
 blocked_from() {
   python3 - "$1" "$PORT" <<'PY'

@@ -19,45 +19,14 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 TOP=$PWD
 export PATH="$TOP/.venv/bin:$PATH"
-CACHE=${TLS_ECHO_NSPAWN_CACHE:-/var/cache/tls-echo-nspawn}
-ROOT=$CACHE/rootfs
+CHECK=deb
 STEP_TIMEOUT=60          # seconds any one apt/systemctl/openssl step may take
-pass=0; fail=0
-ok() { echo "PASS  $*"; pass=$((pass + 1)); }
-ko() { echo "FAIL  $*"; fail=$((fail + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else ko "$what"; fi; }
-die() { echo "$*"; echo "deb: $pass passed, $((fail + 1)) failed"; exit 2; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+W=$(mktemp -d)
+source .ci/checks/lib/nspawn.bash
+trap 'nspawn_cleanup; rm -rf "$W"' EXIT
 START=$(now)
-
-[ "$(id -u)" = 0 ] || die "needs root (systemd-nspawn)"
-for tool in systemd-nspawn debootstrap openssl nsenter python3 flock lintian cargo-deb; do
-  command -v "$tool" >/dev/null || die "$tool missing: bash .ci/setup.sh installs it"
-done
-
-mkdir -p "$CACHE"
-exec 9>"$CACHE/lock"
-flock -w 600 9 || die "another run holds $CACHE/lock"
-if [ ! -x "$ROOT/lib/systemd/systemd" ] || [ ! -x "$ROOT/usr/bin/kill" ]; then
-  echo "building $ROOT with debootstrap (once, ~4 min) ..."
-  t=$(now); rm -rf "$ROOT.tmp"
-  timeout 900 debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps bookworm \
-    "$ROOT.tmp" >"$CACHE/debootstrap.log" 2>&1 || die "debootstrap failed, see $CACHE/debootstrap.log"
-  rm -rf "$ROOT"; mv "$ROOT.tmp" "$ROOT"
-  echo "rootfs built in $(since "$t")"
-fi
-
-W=$(mktemp -d); NSPID=""; LEADER=""
-cleanup() {
-  if [ -n "$LEADER" ]; then timeout 20 nsenter -t "$LEADER" -a systemctl poweroff >/dev/null 2>&1; fi
-  if [ -n "$NSPID" ]; then
-    timeout 30 tail --pid="$NSPID" -f /dev/null
-    kill "$NSPID" 2>/dev/null
-  fi
-  rm -rf "$W"
-}
-trap cleanup EXIT
+nspawn_rootfs lintian cargo-deb
+check() { local what=$1; shift; if "$@"; then ok "$what"; else ko "$what"; fi; }
 
 # --- build
 V1=0.1.0-1 V2=0.1.0-1+ci1
@@ -84,42 +53,18 @@ listing=$(dpkg-deb -c "$W/v1.deb")
 ! grep -qE '\.(pem|key|crt|p12)$' <<<"$listing" && ok "no key material or certificate in the package" \
   || ko "the package holds key material: $(grep -E '\.(pem|key|crt|p12)$' <<<"$listing")"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
 "$BIN" gen-certs --out "$W/pki" >/dev/null || die "gen-certs failed"
 
 # --- boot
-t=$(now)
-setsid systemd-nspawn -D "$ROOT" --boot --register=no --keep-unit --console=read-only \
-  --volatile=overlay --system-call-filter=bpf --bind-ro="$W:/opt/deb" </dev/null >"$W/boot.log" 2>&1 &
-NSPID=$!
-for _ in $(seq 100); do
-  LEADER=$(pgrep -P "$NSPID" -x systemd | head -1); [ -n "$LEADER" ] && break; sleep 0.1
-done
-[ -n "$LEADER" ] || { cat "$W/boot.log"; die "the container did not start"; }
-IN() { timeout "$STEP_TIMEOUT" nsenter -t "$LEADER" -a "$@"; }
+nspawn_boot --bind-ro="$W:/opt/deb"
 APT() { IN env DEBIAN_FRONTEND=noninteractive apt "$@" -y -q -o Dpkg::Use-Pty=0; }
-state=""
-for _ in $(seq 120); do
-  state=$(IN systemctl is-system-running 2>/dev/null)
-  case "$state" in running|degraded) break;; esac; sleep 0.25
-done
-case "$state" in running|degraded) echo "container booted ($state) in $(since "$t")";;
-  *) cat "$W/boot.log"; die "systemd in the container did not come up (state '$state')";; esac
 
 UNITS="tls-echo.service tls-echo-activated.service tls-echo-activated.socket tls-echo-activated-metrics.socket"
 show() { IN systemctl show -p "$2" --value "$1"; }
-# echo_ok: one line through openssl s_client, verified against the test CA and 127.0.0.1.
+# echo_ok: one line through openssl s_client, verified against the test CA.
 echo_ok() {
-  local reply=""
-  coproc SC { timeout 20 openssl s_client -connect "127.0.0.1:$PORT" -CAfile "$W/pki/ca.pem" \
-                -verify_return_error -verify_ip 127.0.0.1 -brief 2>"$W/s_client.err"; }
-  printf 'hello through the package\n' >&"${SC[1]}"
-  local out=${SC[0]} in=${SC[1]} pid=$SC_PID
-  IFS= read -r -t 20 reply <&"$out"
-  exec {in}>&-
-  wait "$pid" 2>/dev/null
-  [ "$reply" = "hello through the package" ] || { tr '\n' ' ' <"$W/s_client.err"; return 1; }
+  s_client_echo "$PORT" "$W/pki/ca.pem" "hello through the package" || { tr '\n' ' ' <"$W/s_client.err"; return 1; }
 }
 nothing_listens() { ! python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), timeout=2)" 2>/dev/null; }
 no_unit_failed() { [ -z "$(IN systemctl list-units --failed --plain --no-legend 'tls-echo*')" ]; }
