@@ -115,6 +115,7 @@ pub async fn run(state: Arc<State>, stream: TcpStream, peer: SocketAddr, pass: P
         duration_ms = started.elapsed().as_millis() as u64,
         lines = tally.lines,
         bytes = tally.bytes,
+        linger_ms = tally.lingered.as_millis() as u64,
         reason = ending.label(),
         "closed"
     );

@@ -21,6 +21,14 @@ const DRAIN_QUIET: Duration = Duration::from_millis(50);
 /// ...or for this long at most, so that a client streaming without pause cannot delay exit.
 const DRAIN_MAX: Duration = Duration::from_millis(500);
 
+/// Lingering close after an `ERR` line (nginx: 30 s in all, 5 s between reads). Shorter here:
+/// enough for a client to finish a write in flight on any sane link, while a lingering
+/// connection holds its place under the caps.
+const LINGER_MAX: Duration = Duration::from_secs(10);
+const LINGER_QUIET: Duration = Duration::from_secs(2);
+/// Beyond this much discarded data the client is not going to stop; close.
+const LINGER_BYTES: usize = 64 << 20;
+
 /// The buffer when `--max-line` is smaller: a whole TLS record's plaintext, so a stream of
 /// lines is echoed in full-size records (a 4 KiB buffer halved bulk throughput per CPU).
 const MIN_BUFFER: usize = 16 * 1024;
@@ -108,6 +116,8 @@ pub struct Tally {
     pub lines: u64,
     /// Bytes echoed.
     pub bytes: u64,
+    /// Time spent discarding what the client still sent after an `ERR` line.
+    pub lingered: Duration,
 }
 
 /// Echoes until the client leaves, breaks a rule, or `stop` fires; then sends the `ERR` line if
@@ -130,8 +140,11 @@ where
         checked: 0,
         tally,
     };
-    let ending = echo.serve(stop).await;
-    echo.close(ending).await;
+    let mut stop = stop;
+    let ending = echo.serve(stop.as_mut()).await;
+    // A stop that has fired must not be polled again; one still pending cuts the linger.
+    let stop = (!matches!(ending, Ending::Stopped(_))).then_some(stop);
+    echo.close(ending, stop).await;
     ending
 }
 
@@ -295,16 +308,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Echo<'_, S> {
     }
 
     /// Sends the `ERR` line for `ending`, if it has one, then close_notify, each under the write
-    /// deadline. A client that is gone or stuck is simply dropped.
-    async fn close(&mut self, ending: Ending) {
+    /// deadline; after an `ERR` line, lingers. A client that is gone or stuck is simply dropped.
+    async fn close<F: Future<Output = Stop>>(&mut self, ending: Ending, stop: Option<Pin<&mut F>>) {
         if matches!(
             ending,
             Ending::WriteTimeout | Ending::IoError | Ending::Truncated
         ) {
             return;
         }
-        let _ = timeout(self.limits.write_timeout, async {
-            if let Some(text) = ending.err_text() {
+        let text = ending.err_text();
+        let sent = timeout(self.limits.write_timeout, async {
+            if let Some(text) = text {
                 let mut line = [0u8; 160];
                 let mut cursor = &mut line[..];
                 let _ = writeln!(cursor, "ERR {} {}", ending.label(), text);
@@ -314,6 +328,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Echo<'_, S> {
             self.stream.shutdown().await
         })
         .await;
+        if text.is_some() && matches!(sent, Ok(Ok(()))) {
+            self.linger(stop).await;
+        }
+    }
+
+    /// After an `ERR` line the client may still be sending (the rest of a long line, a large
+    /// write). Closing with its data unread makes the kernel answer with a reset, which can
+    /// destroy the `ERR` line before the client reads it. So, as nginx's lingering close does,
+    /// read and discard (into the connection's own buffer) until the client closes, pauses for
+    /// `LINGER_QUIET`, or a bound is hit: `LINGER_MAX` in all, `LINGER_BYTES`, or shutdown.
+    async fn linger<F: Future<Output = Stop>>(&mut self, mut stop: Option<Pin<&mut F>>) {
+        if self.buf.is_empty() {
+            self.allocate();
+        }
+        let started = Instant::now();
+        let until = started + LINGER_MAX;
+        let mut discarded = 0;
+        while discarded < LINGER_BYTES {
+            let quiet = (Instant::now() + LINGER_QUIET).min(until);
+            let read = timeout_at(quiet, self.stream.read(&mut self.buf));
+            let watch = async {
+                match stop.as_mut() {
+                    Some(stop) => stop.await,
+                    None => std::future::pending().await,
+                }
+            };
+            let n = tokio::select! {
+                biased;
+                _ = watch => break,
+                r = read => r,
+            };
+            match n {
+                Ok(Ok(n)) if n > 0 => discarded += n,
+                _ => break,
+            }
+        }
+        self.tally.lingered = started.elapsed();
     }
 }
 
