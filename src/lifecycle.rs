@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{error, info, warn};
 
-use crate::server::State;
+use crate::server::{LoadError, State};
 use crate::systemd;
 
 /// The signals the server acts on, registered before the listeners are announced so that a
@@ -33,7 +33,13 @@ impl Signals {
             tokio::select! {
                 _ = self.hup.recv() => {
                     systemd::reloading();
-                    match state.reload() {
+                    // Reading files and parsing certificates blocks: off the runtime, so
+                    // that with one worker no echo waits for a reload.
+                    let loader = Arc::clone(&state);
+                    let outcome = tokio::task::spawn_blocking(move || loader.reload())
+                        .await
+                        .unwrap_or_else(|e| Err(LoadError::Panicked(e.to_string())));
+                    match outcome {
                         Ok(()) => systemd::reloaded(Ok(())),
                         Err(e) => {
                             error!(error = %e, "reload failed; the previous configuration stays in force");

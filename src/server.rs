@@ -36,6 +36,9 @@ pub enum LoadError {
     /// The allow-file.
     #[error(transparent)]
     Allow(#[from] AllowFileError),
+    /// The reload task itself failed (a bug): nothing was swapped.
+    #[error("reload task failed: {0}")]
+    Panicked(String),
 }
 
 /// A listen address that cannot be bound.
