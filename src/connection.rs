@@ -16,12 +16,7 @@ use crate::tls::{self, handshake_failure_reason};
 
 /// A connection from a trusted proxy: reads the PROXY header, then applies the firewall to the
 /// client it names (a LOCAL header, e.g. a health check, stands for the proxy itself).
-pub async fn proxied(
-    state: Arc<State>,
-    mut stream: TcpStream,
-    proxy_addr: SocketAddr,
-    seat: Seat,
-) {
+pub async fn proxied(state: Arc<State>, mut stream: TcpStream, proxy_addr: SocketAddr, seat: Seat) {
     let header =
         tokio::time::timeout(state.config.handshake_timeout, proxy::read(&mut stream)).await;
     let client = match header {

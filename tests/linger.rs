@@ -27,6 +27,14 @@ async fn err_arrives(pki: &Pki, s: &Server, payload: &[u8], echoed: &[u8], err: 
     );
 }
 
+/// The close event of a line-too-long connection says how long it lingered.
+fn assert_close_event_has_linger_time(s: &Server) {
+    let closed = s
+        .log
+        .wait_for(|l| l.contains("reason=\"line-too-long\"") && l.contains("linger_ms="));
+    assert!(closed.is_some(), "{}", s.log.text());
+}
+
 fn err_line(code: &str, message: &str) -> String {
     format!("ERR {code} {message}\n")
 }
@@ -40,13 +48,7 @@ async fn streaming_past_max_line_still_gets_the_err_line() {
             err_arrives(&pki, &s, &vec![b'a'; size], b"", &too_long).await;
         }
     }
-    assert!(
-        s.log
-            .wait_for(|l| l.contains("reason=\"line-too-long\"") && l.contains("linger_ms="))
-            .is_some(),
-        "{}",
-        s.log.text()
-    );
+    assert_close_event_has_linger_time(&s);
 }
 
 #[tokio::test]
@@ -94,11 +96,5 @@ async fn a_client_that_never_stops_sending_is_closed_at_the_linger_bound() {
     };
     let want = err_line("line-too-long", Violation::LineTooLong.message());
     assert_eq!(String::from_utf8_lossy(&got), want);
-    assert!(
-        s.log
-            .wait_for(|l| l.contains("reason=\"line-too-long\"") && l.contains("linger_ms="))
-            .is_some(),
-        "{}",
-        s.log.text()
-    );
+    assert_close_event_has_linger_time(&s);
 }
