@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tls_echo::allowlist::{AllowEntry, Allowlist};
+use tls_echo::firewall::allowlist::{AllowEntry, Allowlist};
 
 const ENTRIES: u32 = 100_000;
 const PROBES: u32 = 1024;

@@ -6,7 +6,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use tls_echo::line::check_line;
+use tls_echo::echo::line::check_line;
 
 const BLOCK: usize = 64 * 1024;
 

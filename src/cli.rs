@@ -1,16 +1,13 @@
-//! The command line: clap structs that double as the TOML schema, so a flag and its config-file
-//! key can never drift apart. Values are parsed into their types here; [`crate::config`] applies
-//! precedence, defaults and cross-field checks.
+//! The command line: the serving options ([`crate::config::Options`], also the TOML schema) and
+//! the helper tools, each of whose arguments live beside the tool.
 
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::str::FromStr;
-use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde::Deserialize;
+use clap::{Args, Parser, Subcommand};
 
-use crate::allowlist::{AllowEntry, Cidr};
+use crate::config::Options;
+use crate::process::check::CheckArgs;
+use crate::tools::{certs::GenCertsArgs, client::ClientArgs};
 
 /// A TLS echo server with an allowlist firewall in front of the handshake.
 #[derive(Debug, Parser)]
@@ -26,7 +23,7 @@ pub struct Cli {
     pub command: Option<Command>,
     /// Serving options.
     #[command(flatten)]
-    pub serve: ServeArgs,
+    pub serve: Options,
 }
 
 /// Helper tools beside the server.
@@ -39,6 +36,7 @@ pub enum Command {
     /// Validate the configuration without serving; optionally ask whether a peer is admitted.
     Check(Box<CheckArgs>),
     /// Load-test any TLS echo server: handshakes, ping-pong, bulk, idle connections.
+    #[cfg(feature = "bench")]
     Bench(crate::bench::BenchArgs),
     /// Print the shell completion script, generated from these definitions.
     Completions(CompletionsArgs),
@@ -65,370 +63,11 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
-/// How each line of the stream is treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// Validate LF-terminated lines and echo each valid one.
-    #[default]
-    Line,
-    /// Echo bytes exactly as received (RFC 862 over TLS).
-    Raw,
-}
-
-impl Mode {
-    /// The name used on the command line and in logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Line => "line",
-            Mode::Raw => "raw",
-        }
-    }
-}
-
-/// The format of log lines on stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line, for log pipelines.
-    Json,
-}
-
-/// Whether the firewall refuses or only reports what it would refuse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum FirewallMode {
-    /// Close connections the policy refuses.
-    #[default]
-    Enforce,
-    /// Admit everyone, but log and count what enforcement would refuse.
-    Audit,
-}
-
-/// Every serving option. Each is also a key of the `--config` TOML file and a `TLS_ECHO_*`
-/// environment variable; precedence is flag, environment, file, default.
-#[derive(Debug, Clone, Default, Args, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ServeArgs {
-    /// TOML file carrying any of these options under the same names.
-    #[arg(long, env = "TLS_ECHO_CONFIG", value_name = "FILE")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-    /// PEM certificate chain, leaf first; repeatable, paired with --key in order, chosen by
-    /// SNI; the first is the default.
-    #[arg(
-        long,
-        env = "TLS_ECHO_CERT",
-        value_name = "FILE",
-        value_delimiter = ','
-    )]
-    #[serde(default, deserialize_with = "one_or_many")]
-    pub cert: Vec<PathBuf>,
-    /// PEM private key (PKCS#8, SEC1 or PKCS#1, unencrypted); one per --cert, same order.
-    #[arg(long, env = "TLS_ECHO_KEY", value_name = "FILE", value_delimiter = ',')]
-    #[serde(default, deserialize_with = "one_or_many")]
-    pub key: Vec<PathBuf>,
-    /// Refuse a ClientHello without SNI or naming no certificate (unrecognized_name alert).
-    #[arg(long, env = "TLS_ECHO_STRICT_SNI")]
-    #[serde(default)]
-    pub strict_sni: bool,
-    /// ALPN protocol offered, repeatable, in server preference order (e.g. h2, http/1.1).
-    #[arg(
-        long,
-        env = "TLS_ECHO_ALPN",
-        value_name = "PROTO",
-        value_delimiter = ','
-    )]
-    #[serde(default)]
-    pub alpn: Vec<String>,
-    /// DER OCSP response to staple to the certificate it covers; repeatable; re-read on SIGHUP.
-    #[arg(
-        long,
-        env = "TLS_ECHO_OCSP_RESPONSE",
-        value_name = "FILE",
-        value_delimiter = ','
-    )]
-    #[serde(default)]
-    pub ocsp_response: Vec<PathBuf>,
-    /// Session-ticket keys shared between instances (base64 of 80 bytes a line, first
-    /// encrypts) [default: per-process rotating keys].
-    #[arg(long, env = "TLS_ECHO_TICKET_KEYS", value_name = "FILE")]
-    pub ticket_keys: Option<PathBuf>,
-    /// Address to listen on; repeatable [default: 127.0.0.1:4433].
-    #[arg(
-        long,
-        env = "TLS_ECHO_LISTEN",
-        value_name = "ADDR",
-        value_delimiter = ','
-    )]
-    #[serde(default)]
-    pub listen: Vec<SocketAddr>,
-    /// Development default: throwaway CA and certificate under certs/dev/, loopback only.
-    #[arg(long, env = "TLS_ECHO_DEV")]
-    #[serde(default)]
-    pub dev: bool,
-    /// Echo validated lines, or raw bytes.
-    #[arg(long, env = "TLS_ECHO_MODE", value_enum)]
-    pub mode: Option<Mode>,
-    /// Longest accepted line in bytes, terminator included [default: 4096].
-    #[arg(long, env = "TLS_ECHO_MAX_LINE", value_name = "BYTES")]
-    pub max_line: Option<usize>,
-    /// Log line format; RUST_LOG filters.
-    #[arg(long, env = "TLS_ECHO_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-
-    /// Allowed peer network (CIDR or address), or `any`; repeatable [default: loopback only].
-    #[arg(
-        long,
-        env = "TLS_ECHO_ALLOW",
-        value_name = "CIDR",
-        value_delimiter = ','
-    )]
-    #[serde(default)]
-    pub allow: Vec<AllowEntry>,
-    /// File of allowed networks, one a line, `#` comments; re-read on SIGHUP.
-    #[arg(long, env = "TLS_ECHO_ALLOW_FILE", value_name = "PATH")]
-    pub allow_file: Option<PathBuf>,
-    /// Refuse what the policy refuses, or only log and count it.
-    #[arg(long, env = "TLS_ECHO_FIREWALL_MODE", value_enum)]
-    pub firewall_mode: Option<FirewallMode>,
-    /// Most connections open at once; more are closed before TLS [default: 10000].
-    #[arg(long, env = "TLS_ECHO_MAX_CONNS", value_name = "N")]
-    pub max_conns: Option<usize>,
-    /// Most connections open at once per IPv4 address or IPv6 /64 [default: 256].
-    #[arg(long, env = "TLS_ECHO_MAX_CONNS_PER_IP", value_name = "N")]
-    pub max_conns_per_ip: Option<u32>,
-    /// New connections per second per IPv4 address or IPv6 /64 [default: 100].
-    #[arg(long, env = "TLS_ECHO_RATE_PER_IP", value_name = "R")]
-    pub rate_per_ip: Option<f64>,
-    /// Burst of new connections allowed above the rate [default: 200].
-    #[arg(long, env = "TLS_ECHO_RATE_BURST", value_name = "N")]
-    pub rate_burst: Option<u32>,
-    /// Require client certificates chaining to this PEM CA bundle (mutual TLS).
-    #[arg(long, env = "TLS_ECHO_CLIENT_CA", value_name = "FILE")]
-    pub client_ca: Option<PathBuf>,
-    /// Admit only client certificates with this SAN (DNS or URI) or CN; repeatable.
-    #[arg(
-        long,
-        env = "TLS_ECHO_ALLOW_CLIENT",
-        value_name = "NAME",
-        value_delimiter = ','
-    )]
-    #[serde(default)]
-    pub allow_client: Vec<String>,
-    /// CRL (PEM or DER) for the --client-ca chain; repeatable; re-read on SIGHUP.
-    #[arg(
-        long,
-        env = "TLS_ECHO_CLIENT_CRL",
-        value_name = "FILE",
-        value_delimiter = ','
-    )]
-    #[serde(default)]
-    pub client_crl: Vec<PathBuf>,
-    /// Expect a PROXY protocol v1/v2 header from trusted proxies.
-    #[arg(long, env = "TLS_ECHO_PROXY_PROTOCOL", requires = "trusted_proxy")]
-    #[serde(default)]
-    pub proxy_protocol: bool,
-    /// Proxy network whose PROXY headers are believed; repeatable.
-    #[arg(
-        long,
-        env = "TLS_ECHO_TRUSTED_PROXY",
-        value_name = "CIDR",
-        value_delimiter = ','
-    )]
-    #[serde(default)]
-    pub trusted_proxy: Vec<Cidr>,
-
-    /// Time a peer has to complete the TLS handshake [default: 10s].
-    #[arg(long, env = "TLS_ECHO_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
-    pub handshake_timeout: Option<Seconds>,
-    /// Time without a complete line before the connection is closed [default: 300s].
-    #[arg(long, env = "TLS_ECHO_IDLE_TIMEOUT", value_name = "DURATION")]
-    pub idle_timeout: Option<Seconds>,
-    /// Time a client may leave pending echo data unread [default: 30s].
-    #[arg(long, env = "TLS_ECHO_WRITE_TIMEOUT", value_name = "DURATION")]
-    pub write_timeout: Option<Seconds>,
-    /// Time open connections get to finish after SIGTERM/SIGINT [default: 10s].
-    #[arg(long, env = "TLS_ECHO_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
-    pub shutdown_timeout: Option<Seconds>,
-    /// Longest life of one connection [default: unlimited].
-    #[arg(long, env = "TLS_ECHO_MAX_CONN_LIFETIME", value_name = "DURATION")]
-    pub max_conn_lifetime: Option<Seconds>,
-    /// Most bytes one connection may send [default: unlimited].
-    #[arg(long, env = "TLS_ECHO_MAX_CONN_BYTES", value_name = "BYTES")]
-    pub max_conn_bytes: Option<u64>,
-    /// Offer TLS 1.3 only (Mozilla "modern").
-    #[arg(long, env = "TLS_ECHO_TLS13_ONLY")]
-    #[serde(default)]
-    pub tls13_only: bool,
-
-    /// Serve Prometheus metrics over plain HTTP on this address (keep it on loopback).
-    #[arg(long, env = "TLS_ECHO_METRICS_LISTEN", value_name = "ADDR")]
-    pub metrics_listen: Option<SocketAddr>,
-    /// Set SO_REUSEPORT so several processes can share a port.
-    #[arg(long, env = "TLS_ECHO_REUSE_PORT")]
-    #[serde(default)]
-    pub reuse_port: bool,
-}
-
-/// `tls-echo gen-certs`.
-#[derive(Debug, Args)]
-pub struct GenCertsArgs {
-    /// Directory to write into.
-    #[arg(long, default_value = "certs")]
-    pub out: PathBuf,
-    /// DNS name for the server certificate; repeatable [default: localhost].
-    #[arg(long = "name", value_name = "DNS")]
-    pub names: Vec<String>,
-    /// IP address for the server certificate; repeatable [default: 127.0.0.1 and ::1].
-    #[arg(long = "ip", value_name = "IP")]
-    pub ips: Vec<IpAddr>,
-    /// Also write a client certificate with this name (for mutual TLS).
-    #[arg(long, value_name = "NAME")]
-    pub client: Option<String>,
-    /// Validity of the server and client certificates in days.
-    #[arg(long, default_value_t = 90)]
-    pub days: u32,
-    /// Overwrite existing files.
-    #[arg(long)]
-    pub force: bool,
-}
-
-/// Which server a client tool talks to, and what it verifies.
-#[derive(Debug, Clone, Args)]
-pub struct Endpoint {
-    /// Server address (host:port).
-    #[arg(long, default_value = "127.0.0.1:4433")]
-    pub connect: String,
-    /// PEM CA bundle to verify the server against [default: the system trust store].
-    #[arg(long, value_name = "FILE")]
-    pub ca: Option<PathBuf>,
-    /// Name to verify the server certificate for [default: the host part of --connect].
-    #[arg(long, value_name = "NAME")]
-    pub server_name: Option<String>,
-}
-
-/// `tls-echo client`.
-#[derive(Debug, Args)]
-pub struct ClientArgs {
-    /// The server.
-    #[command(flatten)]
-    pub endpoint: Endpoint,
-    /// Client certificate chain for mutual TLS.
-    #[arg(long, value_name = "FILE", requires = "key")]
-    pub cert: Option<PathBuf>,
-    /// Client private key for mutual TLS.
-    #[arg(long, value_name = "FILE", requires = "cert")]
-    pub key: Option<PathBuf>,
-}
-
-/// `tls-echo check`.
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// The configuration to check, as the server would take it.
-    #[command(flatten)]
-    pub serve: ServeArgs,
-    /// Also say whether a connection from this address would be admitted.
-    #[arg(long, value_name = "IP")]
-    pub peer: Option<IpAddr>,
-    /// With --peer: also check this client certificate against --client-ca/--allow-client.
-    #[arg(long, value_name = "FILE", requires = "peer")]
-    pub client_cert: Option<PathBuf>,
-}
-
-/// A TOML value that is one path or an array of them (`cert = "a.pem"` keeps working).
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        One(PathBuf),
-        Many(Vec<PathBuf>),
-    }
-    Ok(match Raw::deserialize(d)? {
-        Raw::One(p) => vec![p],
-        Raw::Many(v) => v,
-    })
-}
-
-/// A duration written `250ms`, `10s`, `5m`, `1h` or a bare number of seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seconds(pub Duration);
-
-impl FromStr for Seconds {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (number, unit) = s.split_at(split);
-        let n: u64 = number
-            .parse()
-            .map_err(|_| format!("'{s}' is not a duration; write e.g. 250ms, 10s, 5m or 1h"))?;
-        let scale = match unit {
-            "ms" => 1,
-            "" | "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            _ => return Err(format!("'{s}': unknown unit '{unit}'; use ms, s, m or h")),
-        };
-        Seconds::within_ceiling(n.checked_mul(scale).map(Duration::from_millis), s)
-    }
-}
-
-impl Seconds {
-    /// The longest duration accepted: ten years. Longer values are typos, and deadlines are
-    /// added to the clock, which must not overflow.
-    pub const CEILING: Duration = Duration::from_secs(10 * 365 * 86_400);
-
-    fn within_ceiling(d: Option<Duration>, text: &str) -> Result<Seconds, String> {
-        d.filter(|d| *d <= Self::CEILING)
-            .map(Seconds)
-            .ok_or_else(|| format!("'{text}' is longer than the ten-year ceiling"))
-    }
-}
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(n) => Seconds::within_ceiling(Some(Duration::from_secs(n)), &n.to_string())
-                .map_err(serde::de::Error::custom),
-            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!("250ms".parse(), Ok(Seconds(Duration::from_millis(250))));
-        assert_eq!("10".parse(), Ok(Seconds(Duration::from_secs(10))));
-        assert_eq!("5m".parse(), Ok(Seconds(Duration::from_secs(300))));
-        assert!("10 parsecs".parse::<Seconds>().is_err());
-        assert!("s".parse::<Seconds>().is_err());
-        assert!("5124095576030432h".parse::<Seconds>().is_err());
-        assert!("18446744073709551615".parse::<Seconds>().is_err());
-        assert!(toml::from_str::<ServeArgs>("idle-timeout = 18446744073709551615").is_err());
-        assert_eq!(
-            "3650d".parse::<Seconds>().map(|_| ()),
-            Err("'3650d': unknown unit 'd'; use ms, s, m or h".into())
-        );
-    }
-
     #[test]
     fn cli_is_well_formed() {
         use clap::CommandFactory;
-        Cli::command().debug_assert();
+        super::Cli::command().debug_assert();
     }
 }

@@ -1,70 +1,54 @@
-//! One peer's life: (PROXY header) -> handshake under a deadline -> echo -> close_notify ->
-//! one close event with duration, lines, bytes and reason.
+//! One admitted peer's life: TLS handshake under a deadline -> echo -> close_notify -> one
+//! close event with duration, lines, bytes and reason. It is handed what it needs (settings,
+//! the TLS material in force, a stop signal) and knows nothing of the stages before it.
 
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
-use tracing::{Span, debug, info};
+use tracing::{debug, info};
 
-use crate::echo::{self, Stop, Tally};
-use crate::firewall::{Pass, Refusal, Seat};
-use crate::proxy::{self, Origin};
-use crate::server::State;
-use crate::tls::{self, handshake_failure_reason};
+use crate::echo::{self, EchoLimits, Stop, Tally};
+use crate::metrics::Metrics;
+use crate::tls::{self, TlsMaterial, handshake_failure_reason};
 
-/// A connection from a trusted proxy: reads the PROXY header, then applies the firewall to the
-/// client it names (a LOCAL header, e.g. a health check, stands for the proxy itself).
-pub async fn proxied(state: Arc<State>, mut stream: TcpStream, proxy_addr: SocketAddr, seat: Seat) {
-    let header =
-        tokio::time::timeout(state.config.handshake_timeout, proxy::read(&mut stream)).await;
-    let client = match header {
-        Ok(Ok(Origin::Client(addr))) => SocketAddr::new(addr.ip().to_canonical(), addr.port()),
-        Ok(Ok(Origin::Local)) => {
-            debug!("PROXY LOCAL header: the proxy's own connection (a health check)");
-            proxy_addr
-        }
-        Ok(Err(e)) => {
-            state.firewall.refuse(Refusal::ProxyHeader, proxy_addr.ip());
-            debug!(error = %e, "PROXY header refused");
-            return;
-        }
-        Err(_) => {
-            state.firewall.refuse(Refusal::ProxyHeader, proxy_addr.ip());
-            debug!("no PROXY header within the handshake timeout");
-            return;
-        }
-    };
-    Span::current().record("peer", tracing::field::display(client));
-    if let Ok(pass) = state.firewall.admit_seated(client.ip(), Some(seat)) {
-        run(state, stream, client, pass).await;
-    }
+/// What every connection is given when the server is built.
+pub(crate) struct Settings {
+    pub(crate) echo: EchoLimits,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
-/// An admitted connection: TLS, then echo until one side ends it.
-pub async fn run(state: Arc<State>, stream: TcpStream, peer: SocketAddr, pass: Pass) {
-    let _pass = pass;
+/// Runs the connection until the client leaves, breaks a rule or `stop` fires (shutdown,
+/// revocation, lifetime: whichever comes first, from before the handshake on).
+pub(crate) async fn run(
+    settings: &Settings,
+    material: &TlsMaterial,
+    stream: TcpStream,
+    stop: impl Future<Output = Stop>,
+) {
     let started = Instant::now();
     // Small echoes must not wait for Nagle and delayed ACKs.
     let _ = stream.set_nodelay(true);
-    let material = state.tls.load_full();
+    tokio::pin!(stop);
     let handshake = tokio::select! {
-        () = state.shutdown.cancelled() => return,
-        r = tokio::time::timeout(state.config.handshake_timeout, tls::accept(&material, stream)) => r,
+        _ = stop.as_mut() => return,
+        r = tokio::time::timeout(settings.handshake_timeout, tls::accept(material, stream)) => r,
     };
+    let metrics = &settings.metrics;
     let mut tls = match handshake {
         Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return handshake_failed(&state, handshake_failure_reason(&e), &e),
+        Ok(Err(e)) => return handshake_failed(metrics, handshake_failure_reason(&e), &e),
         Err(_) => {
             return handshake_failed(
-                &state,
+                metrics,
                 "timeout",
                 &"no handshake within --handshake-timeout",
             );
         }
     };
-    state.metrics.handshake_done(started.elapsed());
+    metrics.handshake_done(started.elapsed());
     {
         let (_, session) = tls.get_ref();
         info!(
@@ -89,23 +73,9 @@ pub async fn run(state: Arc<State>, stream: TcpStream, peer: SocketAddr, pass: P
             "connected"
         );
     }
-    let lifetime = state.config.max_conn_lifetime;
-    let revoked = state.firewall.revoked(peer.ip());
-    let shutdown = state.shutdown.clone();
-    let stop = async move {
-        tokio::select! {
-            () = shutdown.cancelled() => Stop::Shutdown,
-            () = revoked => Stop::Revoked,
-            () = async { match lifetime {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            } } => Stop::Lifetime,
-        }
-    };
-    tokio::pin!(stop);
     let mut tally = Tally::default();
-    let ending = echo::run(&mut tls, &state.config.echo, stop, &mut tally).await;
-    state.metrics.closed(ending, &tally);
+    let ending = echo::run(&mut tls, &settings.echo, stop, &mut tally).await;
+    metrics.closed(ending, &tally);
     info!(
         duration_ms = started.elapsed().as_millis() as u64,
         lines = tally.lines,
@@ -116,9 +86,8 @@ pub async fn run(state: Arc<State>, stream: TcpStream, peer: SocketAddr, pass: P
     );
 }
 
-fn handshake_failed(state: &State, reason: &'static str, detail: &dyn std::fmt::Display) {
-    state.metrics.handshake_failed(reason);
-    if state.first_failure(reason) {
+fn handshake_failed(metrics: &Metrics, reason: &'static str, detail: &dyn std::fmt::Display) {
+    if metrics.handshake_failed(reason) {
         info!(reason, %detail, "TLS handshake failed (first of its kind; later ones log at debug)");
     } else {
         debug!(reason, %detail, "TLS handshake failed");

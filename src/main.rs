@@ -2,15 +2,18 @@
 //! (2 for anything that stops start-up).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{CommandFactory, Parser};
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use tls_echo::check;
-use tls_echo::cli::{Cli, Command, GenCertsArgs, LogFormat, ManArgs};
-use tls_echo::config::{self, Config};
-use tls_echo::systemd::{self, Passed};
-use tls_echo::{bench, certs, client, lifecycle, scrape, selftest, server, startup};
+use tls_echo::cli::{Cli, Command, ManArgs};
+use tls_echo::config::{Config, LogFormat, Options};
+use tls_echo::process::systemd::{self, Passed};
+use tls_echo::process::{check, scrape, selftest, signals, startup};
+use tls_echo::server::Server;
+use tls_echo::tools::{certs, client};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -37,22 +40,22 @@ fn main() -> ExitCode {
     match cli.command {
         None => runtime.block_on(serve(cli.serve, passed, nofile)),
         Some(Command::Check(args)) => {
-            let args = *args;
             init_logging(LogFormat::Text, "warn");
-            if check::run(args) {
+            if check::run(*args) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
             }
         }
-        Some(Command::GenCerts(args)) => exit_on(gen_certs(args)),
+        Some(Command::GenCerts(args)) => exit_on(certs::gen_certs(args)),
         Some(Command::Client(args)) => {
             init_logging(LogFormat::Text, "warn");
             exit_on(runtime.block_on(client::run(args)))
         }
+        #[cfg(feature = "bench")]
         Some(Command::Bench(args)) => {
             init_logging(LogFormat::Text, "warn");
-            exit_on(runtime.block_on(bench::run(args)))
+            exit_on(runtime.block_on(tls_echo::bench::run(args)))
         }
         Some(Command::Completions(args)) => {
             let mut cmd = Cli::command();
@@ -86,79 +89,47 @@ macro_rules! or_exit {
     };
 }
 
-async fn serve(
-    args: tls_echo::cli::ServeArgs,
-    mut passed: Passed,
-    nofile: std::io::Result<u64>,
-) -> ExitCode {
-    let args = match config::with_file(args) {
-        Ok(a) => a,
+async fn serve(flags: Options, mut passed: Passed, nofile: std::io::Result<u64>) -> ExitCode {
+    let options = match startup::options(flags) {
+        Ok(o) => o,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    init_logging(args.log_format.unwrap_or_default(), "info");
-    let config = or_exit!(Config::resolve(args));
+    init_logging(options.log_format.unwrap_or_default(), "info");
+    let config = or_exit!(Config::resolve(options));
+    or_exit!(startup::dev_material(&config));
     startup::descriptor_budget(nofile, config.max_conns);
     for id in &config.tls.identities {
         or_exit!(startup::key_permissions(&id.key));
     }
-    let signals = or_exit!(lifecycle::Signals::install());
-    let state = or_exit!(server::State::new(config));
-    let listeners = or_exit!(passed.echo_listeners(&state.config.listen, state.config.reuse_port));
-    let metrics_listener = or_exit!(passed.metrics_listener(state.config.metrics_listen));
-    startup::announce(&state, &listeners);
-    or_exit!(selftest::run(&state).await);
-    let scrapes = metrics_listener.map(|l| scrape::spawn(l, &state));
-    let signals = tokio::spawn(signals.handle(std::sync::Arc::clone(&state)));
+    let signals = or_exit!(signals::Signals::install());
+    let server = Arc::new(or_exit!(Server::new(config)));
+    let cfg = server.config();
+    let listeners = or_exit!(passed.echo_listeners(&cfg.listen, cfg.reuse_port));
+    let metrics_listener = or_exit!(passed.metrics_listener(cfg.metrics_listen));
+    startup::announce(&server, &listeners);
+    let live = server.live();
+    or_exit!(selftest::run(&live.tls, &cfg.echo, cfg.tls.client_ca.is_some()).await);
+    let shutdown = CancellationToken::new();
+    let scrapes = metrics_listener.map(|l| {
+        tokio::spawn(scrape::serve(
+            l,
+            Arc::clone(server.metrics()),
+            shutdown.clone(),
+        ))
+    });
+    let signals = tokio::spawn(signals.handle(Arc::clone(&server), shutdown.clone()));
     let _watchdog = systemd::Watchdog::start();
     systemd::ready();
-    let drained = server::serve(std::sync::Arc::clone(&state), listeners).await;
+    let drained = Arc::clone(&server).serve(listeners, shutdown).await;
     if let Some(scrapes) = scrapes {
         let _ = scrapes.await;
     }
     signals.abort();
     info!(drained, "stopped");
     ExitCode::SUCCESS
-}
-
-fn gen_certs(a: GenCertsArgs) -> anyhow::Result<()> {
-    let (default_names, default_ips) = certs::loopback_names();
-    let names = if a.names.is_empty() && a.ips.is_empty() {
-        default_names
-    } else {
-        a.names
-    };
-    let ips = if a.ips.is_empty() && names == ["localhost"] {
-        default_ips
-    } else {
-        a.ips
-    };
-    let request = certs::Request {
-        names,
-        ips,
-        client: a.client,
-        days: a.days,
-    };
-    for path in certs::write_set(&a.out, &request, a.force)? {
-        println!("wrote {}", path.display());
-    }
-    let d = a.out.display();
-    println!("\nServe:    tls-echo --cert {d}/server.pem --key {d}/server.key");
-    println!("Connect:  tls-echo client --connect 127.0.0.1:4433 --ca {d}/ca.pem");
-    println!(
-        "          openssl s_client -connect 127.0.0.1:4433 -CAfile {d}/ca.pem -verify_return_error -brief"
-    );
-    if request.client.is_some() {
-        println!(
-            "mTLS:     tls-echo --cert {d}/server.pem --key {d}/server.key --client-ca {d}/ca.pem"
-        );
-        println!(
-            "          tls-echo client --ca {d}/ca.pem --cert {d}/client.pem --key {d}/client.key"
-        );
-    }
-    Ok(())
 }
 
 fn man_pages(a: ManArgs) -> anyhow::Result<()> {

@@ -129,11 +129,12 @@ impl Metrics {
         self.audited.get_or_create(&[("reason", reason)]).inc();
     }
 
-    /// A handshake failed.
-    pub fn handshake_failed(&self, reason: &'static str) {
+    /// A handshake failed; returns whether it is the first failure with this reason.
+    pub fn handshake_failed(&self, reason: &'static str) -> bool {
         self.handshake_failures
             .get_or_create(&[("reason", reason)])
-            .inc();
+            .inc()
+            == 0
     }
 
     /// A handshake succeeded after `took`; the connection is now active.

@@ -1,25 +1,27 @@
-//! Bind, accept, gate, spawn, drain. Each listener has an accept loop that never ends on an
-//! error: it backs off and goes on. The firewall decides before the connection task exists, so
-//! a refused peer costs one accept and one close.
+//! Bind, accept, spawn, drain. The accept loop only accepts, takes the connection's seat under
+//! `--max-conns` and spawns; each connection's task then runs the stages in order:
+//! (PROXY header, trusted proxies only) -> admit -> [`connection::run`]. Accept errors are not
+//! fatal: the loop backs off and goes on.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
-use crate::allowlist::AllowFileError;
 use crate::config::Config;
-use crate::connection;
-use crate::firewall::Firewall;
-use crate::limits::PeerLimits;
+use crate::connection::{self, Settings};
+use crate::echo::Stop;
+use crate::firewall::allowlist::{self, AllowFileError, Allowlist};
+use crate::firewall::limits::PeerLimits;
+use crate::firewall::{Firewall, Refusal, Seat};
 use crate::metrics::Metrics;
+use crate::proxy::{self, Origin};
 use crate::tls::{self, TlsError, TlsMaterial};
 
 /// Pending connections the kernel queues per listener.
@@ -45,38 +47,48 @@ pub enum LoadError {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr}: {source}{hint}")]
 pub struct BindError {
-    /// The address.
-    pub addr: SocketAddr,
-    /// Why.
-    pub source: std::io::Error,
+    addr: SocketAddr,
+    source: std::io::Error,
     hint: &'static str,
 }
 
-/// Everything the connection tasks share.
-pub struct State {
-    /// Start-up settings.
-    pub config: Config,
-    /// TLS material, swapped whole on reload.
-    pub tls: ArcSwap<TlsMaterial>,
-    /// The gate in front of TLS.
-    pub firewall: Firewall,
-    /// Counters.
-    pub metrics: Arc<Metrics>,
-    /// Cancelled on SIGTERM/SIGINT.
-    pub shutdown: CancellationToken,
-    /// Every connection task, so shutdown can wait for them.
-    pub tracker: TaskTracker,
-    next_id: AtomicU64,
-    seen_failures: Mutex<HashSet<&'static str>>,
+/// What a reload replaces, read from files as one value and swapped in whole: new connections
+/// and the revocation check never see certificates of one reload with the allowlist of another.
+#[derive(Debug)]
+pub struct Live {
+    /// Certificates, keys and TLS policy.
+    pub tls: TlsMaterial,
+    /// Who may connect.
+    pub allow: Allowlist,
 }
 
-impl State {
+impl Live {
+    /// Reads and checks every file `config` names. Blocking: call it off the runtime.
+    pub fn load(config: &Config) -> Result<Live, LoadError> {
+        Ok(Live {
+            tls: tls::load(&config.tls)?,
+            allow: allowlist::load(&config.allow, config.allow_file.as_deref())?,
+        })
+    }
+}
+
+/// The server: its settings, the firewall, the reloadable material and its open connections.
+pub struct Server {
+    config: Config,
+    live: watch::Sender<Arc<Live>>,
+    firewall: Firewall,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    tracker: TaskTracker,
+    next_id: AtomicU64,
+}
+
+impl Server {
     /// Loads TLS material and the allowlist; any error stops start-up.
-    pub fn new(config: Config) -> Result<Arc<State>, LoadError> {
-        let material = tls::load(&config.tls)?;
-        let allowlist = config.allowlist()?;
+    pub fn new(config: Config) -> Result<Server, LoadError> {
+        let live = Live::load(&config)?;
         let metrics = Arc::new(Metrics::new());
-        metrics.set_cert_not_after(material.soonest_not_after());
+        metrics.set_cert_not_after(live.tls.soonest_not_after());
         let peers = PeerLimits::new(
             config.max_conns_per_ip,
             config.rate_per_ip,
@@ -84,50 +96,207 @@ impl State {
             config.max_conns,
         );
         let firewall = Firewall::new(
-            allowlist,
             config.firewall_mode,
             config.max_conns,
             peers,
             Arc::clone(&metrics),
         );
-        Ok(Arc::new(State {
-            tls: ArcSwap::from_pointee(material),
+        let settings = Settings {
+            echo: config.echo.clone(),
+            handshake_timeout: config.handshake_timeout,
+            metrics: Arc::clone(&metrics),
+        };
+        Ok(Server {
+            live: watch::Sender::new(Arc::new(live)),
             firewall,
+            settings,
             metrics,
-            shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             next_id: AtomicU64::new(1),
-            seen_failures: Mutex::new(HashSet::new()),
             config,
-        }))
+        })
     }
 
-    /// Re-reads certificate, key, client CA and allow-file, validates them together and swaps
-    /// them in. On any error nothing changes.
+    /// The settings it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The material in force.
+    pub fn live(&self) -> Arc<Live> {
+        Arc::clone(&self.live.borrow())
+    }
+
+    /// Its counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Re-reads certificates, keys, CRLs, OCSP responses and the allow-file, and swaps them in
+    /// as one value. On any error nothing changes. Blocking: call it off the runtime.
     pub fn reload(&self) -> Result<(), LoadError> {
-        let result = tls::load(&self.config.tls)
-            .map_err(LoadError::from)
-            .and_then(|m| Ok((m, self.config.allowlist()?)));
+        let result = Live::load(&self.config);
         self.metrics.reloaded(result.is_ok());
-        let (material, allowlist) = result?;
+        let live = result?;
         self.metrics
-            .set_cert_not_after(material.soonest_not_after());
+            .set_cert_not_after(live.tls.soonest_not_after());
         info!(
-            cert_expires_in_days = material.leaf.seconds_left() / 86_400,
-            allow_entries = allowlist.len(),
+            cert_expires_in_days = live.tls.leaf.seconds_left() / 86_400,
+            allow_entries = live.allow.len(),
             "reload applied"
         );
-        self.tls.store(Arc::new(material));
-        self.firewall.replace_allowlist(allowlist);
+        self.live.send_replace(Arc::new(live));
         Ok(())
     }
 
-    /// Whether this is the first handshake failure with `reason` (logged louder).
-    pub fn first_failure(&self, reason: &'static str) -> bool {
-        self.seen_failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(reason)
+    /// Serves on `listeners` until `shutdown` is cancelled, then waits for open connections to
+    /// finish, at most `--shutdown-timeout`. Returns whether every connection finished in time.
+    pub async fn serve(
+        self: Arc<Self>,
+        listeners: Vec<TcpListener>,
+        shutdown: CancellationToken,
+    ) -> bool {
+        let loops = TaskTracker::new();
+        for listener in listeners {
+            loops.spawn(Arc::clone(&self).accept_loop(listener, shutdown.clone()));
+        }
+        loops.close();
+        loops.wait().await;
+        self.tracker.close();
+        let timeout = self.config.shutdown_timeout;
+        info!(
+            open = self.tracker.len(),
+            timeout_s = timeout.as_secs_f64(),
+            "stopped accepting; draining connections"
+        );
+        let drained = tokio::time::timeout(timeout, self.tracker.wait())
+            .await
+            .is_ok();
+        if !drained {
+            warn!(
+                left = self.tracker.len(),
+                "shutdown timeout passed with connections still open"
+            );
+        }
+        drained
+    }
+
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        let mut backoff = ACCEPT_BACKOFF.0;
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => return,
+                r = listener.accept() => r,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    backoff = ACCEPT_BACKOFF.0;
+                    self.spawn(stream, peer, &shutdown);
+                }
+                Err(e) => {
+                    warn!(error = %e, pause_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                }
+            }
+        }
+    }
+
+    /// Every accepted connection counts against `--max-conns` from here on; past it, it is
+    /// closed at once (no TLS byte sent).
+    fn spawn(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: &CancellationToken) {
+        self.metrics.accepted();
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let Ok(seat) = self.firewall.seat(peer.ip()) else {
+            return;
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let proxied = self.config.is_trusted_proxy(peer.ip());
+        let span = if proxied {
+            info_span!("conn", id, peer = tracing::field::Empty, via = %peer)
+        } else {
+            info_span!("conn", id, peer = %peer)
+        };
+        let task = Arc::clone(self).connection(stream, peer, proxied, seat, shutdown.clone());
+        self.tracker.spawn(task.instrument(span));
+    }
+
+    /// One connection's stages, in order; each hands the next what it needs.
+    async fn connection(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        proxied: bool,
+        seat: Seat,
+        shutdown: CancellationToken,
+    ) {
+        let client = if proxied {
+            match self.origin(&mut stream, peer).await {
+                Some(client) => client,
+                None => return,
+            }
+        } else {
+            peer
+        };
+        let live = self.live();
+        let Ok(pass) = self.firewall.admit(&live.allow, client.ip(), seat) else {
+            return; // dropping the stream closes it: no TLS byte was sent
+        };
+        let lifetime = self.config.max_conn_lifetime;
+        let stop = async {
+            tokio::select! {
+                () = shutdown.cancelled() => Stop::Shutdown,
+                () = self.revoked(client) => Stop::Revoked,
+                () = async { match lifetime {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                } } => Stop::Lifetime,
+            }
+        };
+        connection::run(&self.settings, &live.tls, stream, stop).await;
+        drop(pass);
+    }
+
+    /// Reads a trusted proxy's PROXY header: the client it names (a LOCAL header, e.g. a
+    /// health check, stands for the proxy itself). `None`: refused and counted.
+    async fn origin(&self, stream: &mut TcpStream, proxy_addr: SocketAddr) -> Option<SocketAddr> {
+        let header = tokio::time::timeout(self.config.handshake_timeout, proxy::read(stream)).await;
+        let client = match header {
+            Ok(Ok(Origin::Client(addr))) => SocketAddr::new(addr.ip().to_canonical(), addr.port()),
+            Ok(Ok(Origin::Local)) => {
+                debug!("PROXY LOCAL header: the proxy's own connection (a health check)");
+                proxy_addr
+            }
+            Ok(Err(e)) => {
+                self.firewall.refuse(Refusal::ProxyHeader, proxy_addr.ip());
+                debug!(error = %e, "PROXY header refused");
+                return None;
+            }
+            Err(_) => {
+                self.firewall.refuse(Refusal::ProxyHeader, proxy_addr.ip());
+                debug!("no PROXY header within the handshake timeout");
+                return None;
+            }
+        };
+        Span::current().record("peer", tracing::field::display(client));
+        Some(client)
+    }
+
+    /// Resolves when a reload takes `peer` off the allowlist (never in audit mode).
+    async fn revoked(&self, peer: SocketAddr) {
+        let mut live = self.live.subscribe();
+        while live.changed().await.is_ok() {
+            if !self
+                .firewall
+                .keeps(&live.borrow_and_update().allow, peer.ip())
+            {
+                return;
+            }
+        }
+        std::future::pending().await
     }
 }
 
@@ -154,79 +323,4 @@ pub fn bind(addrs: &[SocketAddr], reuse_port: bool) -> Result<Vec<TcpListener>, 
             socket.listen(BACKLOG).map_err(fail)
         })
         .collect()
-}
-
-/// Serves on `listeners` until `state.shutdown` is cancelled, then waits for open connections
-/// to finish, at most `--shutdown-timeout`. Returns whether every connection finished in time.
-pub async fn serve(state: Arc<State>, listeners: Vec<TcpListener>) -> bool {
-    let loops = TaskTracker::new();
-    for listener in listeners {
-        loops.spawn(accept_loop(Arc::clone(&state), listener));
-    }
-    loops.close();
-    loops.wait().await;
-    state.tracker.close();
-    let open = state.tracker.len();
-    info!(
-        open,
-        timeout_s = state.config.shutdown_timeout.as_secs_f64(),
-        "stopped accepting; draining connections"
-    );
-    let drained = tokio::time::timeout(state.config.shutdown_timeout, state.tracker.wait())
-        .await
-        .is_ok();
-    if !drained {
-        warn!(
-            left = state.tracker.len(),
-            "shutdown timeout passed with connections still open"
-        );
-    }
-    drained
-}
-
-async fn accept_loop(state: Arc<State>, listener: TcpListener) {
-    let mut backoff = ACCEPT_BACKOFF.0;
-    loop {
-        let accepted = tokio::select! {
-            () = state.shutdown.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = ACCEPT_BACKOFF.0;
-                on_accept(&state, stream, peer);
-            }
-            Err(e) => {
-                warn!(error = %e, pause_ms = backoff.as_millis() as u64, "accept failed; backing off");
-                tokio::select! {
-                    () = state.shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
-            }
-        }
-    }
-}
-
-fn on_accept(state: &Arc<State>, stream: TcpStream, peer: SocketAddr) {
-    state.metrics.accepted();
-    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-    if state.config.is_trusted_proxy(peer.ip()) {
-        let Ok(seat) = state.firewall.seat(peer.ip()) else {
-            return; // at --max-conns: closed before its header is read
-        };
-        let span = info_span!("conn", id, peer = tracing::field::Empty, via = %peer);
-        state
-            .tracker
-            .spawn(connection::proxied(Arc::clone(state), stream, peer, seat).instrument(span));
-        return;
-    }
-    let Ok(pass) = state.firewall.admit(peer.ip()) else {
-        return; // dropping the stream closes it: no TLS byte was sent
-    };
-    let span = info_span!("conn", id, peer = %peer);
-    state
-        .tracker
-        .spawn(connection::run(Arc::clone(state), stream, peer, pass).instrument(span));
 }

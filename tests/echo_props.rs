@@ -8,9 +8,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tls_echo::cli::Mode;
+use tls_echo::echo::Mode;
+use tls_echo::echo::line::Violation;
 use tls_echo::echo::{self, EchoLimits, Ending, Stop, Tally};
-use tls_echo::line::Violation;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 
 /// Small enough that a run of long lines exercises the buffer's move-to-front.

@@ -484,7 +484,7 @@ mod config_file {
 
 mod check_command {
     use super::*;
-    use tls_echo::certs::Validity;
+    use tls_echo::tools::certs::Validity;
 
     fn check(pki: &Pki, extra: &[&str]) -> (i32, String) {
         let mut a = args(&["check"]);

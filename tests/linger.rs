@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use tls_echo::line::Violation;
+use tls_echo::echo::line::Violation;
 use tokio::io::AsyncWriteExt;
 
 /// Sends `payload` in one write, then reads to the close: the reply is `echoed` followed by

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use tls_echo::certs::Validity;
+use tls_echo::tools::certs::Validity;
 
 fn fails_with(a: Vec<String>, needles: &[&str]) {
     let (code, out) = run_to_end(&a, None);

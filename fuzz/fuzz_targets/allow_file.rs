@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use tls_echo::allowlist::{AllowEntry, AllowFileError, parse_allow_file};
+use tls_echo::firewall::allowlist::{AllowEntry, AllowFileError, parse_allow_file};
 
 fuzz_target!(|text: &str| {
     let lines: Vec<&str> = text.lines().collect();

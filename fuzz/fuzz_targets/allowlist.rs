@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use tls_echo::allowlist::{AllowEntry, Allowlist, Cidr};
+use tls_echo::firewall::allowlist::{AllowEntry, Allowlist, Cidr};
 
 #[derive(Debug, Arbitrary)]
 struct Input {

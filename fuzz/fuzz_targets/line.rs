@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tls_echo::line::{Violation, check_line, check_prefix};
+use tls_echo::echo::line::{Violation, check_line, check_prefix};
 
 /// Bytes that complete any cut UTF-8 sequence that has a valid, non-control completion
 /// (E0 needs A0.., ED ..9F, F0 90.., F4 ..8F, and C2 must not become a C1 control).

@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use clap::{Args, ValueEnum};
 
-use crate::cli::Seconds;
+use crate::config::Seconds;
 
 /// `tls-echo bench` options.
 #[derive(Debug, Clone, Args)]
@@ -25,7 +25,7 @@ pub struct BenchArgs {
     pub mode: BenchMode,
     /// The server (its address is resolved once).
     #[command(flatten)]
-    pub endpoint: crate::cli::Endpoint,
+    pub endpoint: crate::tools::client::Endpoint,
     /// Concurrent connections (idle: connections to open and hold) [default: handshake 32,
     /// pingpong 16, bulk 4, idle 1000].
     #[arg(long, value_name = "N")]

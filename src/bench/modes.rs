@@ -440,12 +440,12 @@ mod tests {
             let mut m = line(size, 3);
             stamp(&mut m, 1234567);
             assert_eq!(m.len(), size);
-            assert_eq!(crate::line::check_line(&m), Ok(()));
+            assert_eq!(crate::echo::line::check_line(&m), Ok(()));
             assert_eq!(m.iter().filter(|&&b| b == b'\n').count(), 1);
         }
         let p = bulk_pattern(16_384);
         for l in p[..BULK_LINES * BULK_LINE].split_inclusive(|&b| b == b'\n') {
-            assert_eq!(crate::line::check_line(l), Ok(()));
+            assert_eq!(crate::echo::line::check_line(l), Ok(()));
         }
     }
 }

@@ -43,7 +43,7 @@ impl Target {
             .with_context(|| format!("cannot resolve {}", args.endpoint.connect))?
             .next()
             .with_context(|| format!("{} resolves to no address", args.endpoint.connect))?;
-        let (_, name) = crate::client::server_name(&args.endpoint)?;
+        let (_, name) = crate::tools::client::server_name(&args.endpoint)?;
         let sources: Vec<IpAddr> = args.source_ip.iter().flat_map(|r| r.addrs()).collect();
         if let Some(s) = sources.iter().find(|s| s.is_ipv4() != addr.is_ipv4()) {
             bail!("--source-ip {s} is not of the same address family as {addr}");
@@ -112,7 +112,7 @@ impl Target {
 /// TLS 1.3 with one key exchange group and one cipher suite, so that every server negotiates
 /// the same handshake and record protection.
 fn client_config(args: &BenchArgs) -> anyhow::Result<Arc<ClientConfig>> {
-    let roots = crate::client::trust_roots(args.endpoint.ca.as_deref())?;
+    let roots = crate::tools::client::trust_roots(args.endpoint.ca.as_deref())?;
     let mut provider = aws_lc_rs::default_provider();
     provider.kx_groups = vec![match args.kx {
         Kx::X25519 => kx_group::X25519,

@@ -8,28 +8,29 @@
 //! key type, `--strict-sni`), [`crl`] (client-certificate revocation), [`ocsp`] (stapling) and
 //! [`tickets`] (`--ticket-keys`, resumption across instances).
 
+pub mod certinfo;
+mod client_auth;
 pub mod crl;
+mod error;
 pub mod ocsp;
+mod pem;
 pub mod sni;
 mod tickets;
 
+pub use client_auth::client_verifier;
+pub use error::{TlsError, handshake_failure_reason};
+pub(crate) use pem::read;
+pub use pem::{KeyMode, key_mode, read_certs, read_key};
 pub use sni::accept;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::client::danger::HandshakeSignatureValid;
+use rustls::ServerConfig;
 use rustls::crypto::{CryptoProvider, aws_lc_rs};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
-    SignatureScheme,
-};
+use rustls::pki_types::{CertificateDer, UnixTime};
 
-use crate::certinfo::CertInfo;
+use certinfo::CertInfo;
 
 /// One `--cert`/`--key` pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,124 +62,6 @@ pub struct TlsSettings {
     pub allow_client: Vec<String>,
     /// Offer TLS 1.3 only.
     pub tls13_only: bool,
-}
-
-/// A TLS material problem, worded for the operator who must fix it.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// The file is missing or unreadable.
-    #[error("cannot read {what} {path}: {source} (check the path and that this user may read it)")]
-    Read {
-        /// certificate, key, client CA.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The PEM text is damaged.
-    #[error("{path}: not valid PEM: {detail}")]
-    Pem {
-        /// The file.
-        path: PathBuf,
-        /// What the parser said.
-        detail: String,
-    },
-    /// No CERTIFICATE block in the file.
-    #[error(
-        "{path}: no certificate found; expected PEM blocks starting '-----BEGIN CERTIFICATE-----' (leaf first, then intermediates)"
-    )]
-    NoCertificate {
-        /// The file.
-        path: PathBuf,
-    },
-    /// No key block in the file.
-    #[error(
-        "{path}: no private key found; expected an unencrypted PEM 'PRIVATE KEY' (PKCS#8), 'EC PRIVATE KEY' (SEC1) or 'RSA PRIVATE KEY' (PKCS#1) block"
-    )]
-    NoKey {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The key is password-protected.
-    #[error(
-        "{path}: the private key is encrypted, which is not supported (the server cannot prompt for a passphrase); decrypt it once with: openssl pkey -in {path} -out server.key && chmod 600 server.key"
-    )]
-    EncryptedKey {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The key type is not usable.
-    #[error(
-        "{path}: unsupported private key: {detail} (use ECDSA P-256/P-384, Ed25519 or RSA >= 2048)"
-    )]
-    UnsupportedKey {
-        /// The file.
-        path: PathBuf,
-        /// What rustls said.
-        detail: String,
-    },
-    /// The key does not belong to the leaf certificate.
-    #[error(
-        "{key} does not match the certificate in {cert}: the key's public half differs from the leaf's; pass the key that was used to create this certificate"
-    )]
-    KeyMismatch {
-        /// Certificate file.
-        cert: PathBuf,
-        /// Key file.
-        key: PathBuf,
-    },
-    /// The leaf cannot be parsed as X.509.
-    #[error("{path}: the first certificate is not valid X.509: {detail}")]
-    BadCertificate {
-        /// The file.
-        path: PathBuf,
-        /// Parser message.
-        detail: String,
-    },
-    /// The client CA bundle cannot be used.
-    #[error("{path}: unusable client CA bundle: {detail}")]
-    ClientCa {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        detail: String,
-    },
-    /// A `--client-crl` file cannot be used.
-    #[error("{path}: unusable client CRL: {detail}")]
-    Crl {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        detail: String,
-    },
-    /// An `--ocsp-response` file cannot be stapled.
-    #[error("{path}: unusable OCSP response: {detail}")]
-    Ocsp {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        detail: String,
-    },
-    /// The `--ticket-keys` file cannot be used.
-    #[error("{path}: unusable ticket key file: {detail}")]
-    TicketKeys {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        detail: String,
-    },
-    /// `--strict-sni` with a default certificate that names no host.
-    #[error(
-        "{path}: --strict-sni needs DNS names in the first (default) certificate, and it has none (the start-up self-test connects with one of them)"
-    )]
-    StrictSniWithoutNames {
-        /// The certificate file.
-        path: PathBuf,
-    },
-    /// Anything else rustls refused.
-    #[error("TLS configuration refused: {0}")]
-    Rustls(#[from] rustls::Error),
 }
 
 /// A ready server configuration and facts about what it serves.
@@ -306,183 +189,4 @@ pub fn load(s: &TlsSettings) -> Result<TlsMaterial, TlsError> {
 
 pub(crate) fn now() -> i64 {
     UnixTime::now().as_secs() as i64
-}
-
-/// Reads a PEM certificate chain.
-pub fn read_certs(
-    path: &Path,
-    what: &'static str,
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path, what)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: path.to_owned(),
-        });
-    }
-    Ok(certs)
-}
-
-/// Reads a PEM private key, refusing encrypted ones with a precise message (the PEM API would
-/// silently skip them and report "no key").
-pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read(path, "key")?;
-    let text = String::from_utf8_lossy(&pem);
-    // PKCS#8 "ENCRYPTED PRIVATE KEY" blocks, and legacy OpenSSL PEM encryption headers.
-    if text.contains("ENCRYPTED PRIVATE KEY-----") || text.contains("Proc-Type: 4,ENCRYPTED") {
-        return Err(TlsError::EncryptedKey {
-            path: path.to_owned(),
-        });
-    }
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
-            path: path.to_owned(),
-        },
-        e => TlsError::Pem {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        },
-    })
-}
-
-pub(crate) fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        what,
-        path: path.to_owned(),
-        source,
-    })
-}
-
-pub(crate) fn client_verifier(
-    ca: &Path,
-    allow: &[String],
-    crls: Vec<rustls::pki_types::CertificateRevocationListDer<'static>>,
-    provider: Arc<CryptoProvider>,
-) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for cert in read_certs(ca, "client CA")? {
-        roots.add(cert).map_err(|e| TlsError::ClientCa {
-            path: ca.to_owned(),
-            detail: e.to_string(),
-        })?;
-    }
-    // webpki's defaults with CRLs: the whole chain is checked, and a certificate whose
-    // issuer has no CRL among them is refused (as nginx does with ssl_crl).
-    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-        .with_crls(crls)
-        .build()
-        .map_err(|e| TlsError::ClientCa {
-            path: ca.to_owned(),
-            detail: e.to_string(),
-        })?;
-    if allow.is_empty() {
-        return Ok(inner);
-    }
-    Ok(Arc::new(NameAllowlist {
-        inner,
-        names: allow.to_vec(),
-    }))
-}
-
-/// Chain verification by webpki, then the `--allow-client` name check.
-#[derive(Debug)]
-struct NameAllowlist {
-    inner: Arc<dyn ClientCertVerifier>,
-    names: Vec<String>,
-}
-
-impl ClientCertVerifier for NameAllowlist {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        let names = CertInfo::parse(end_entity)
-            .map(|i| i.names)
-            .unwrap_or_default();
-        if names.iter().any(|n| self.names.contains(n)) {
-            Ok(verified)
-        } else {
-            tracing::info!(
-                ?names,
-                "client certificate refused: name not in --allow-client"
-            );
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// Why a handshake failed, as a stable label for logs and metrics.
-pub fn handshake_failure_reason(e: &std::io::Error) -> &'static str {
-    use rustls::Error as E;
-    if e.get_ref().is_some_and(|i| i.is::<sni::UnrecognizedName>()) {
-        return "sni-unrecognized";
-    }
-    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
-        return match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => "client-closed",
-            std::io::ErrorKind::ConnectionReset => "connection-reset",
-            _ => "io-error",
-        };
-    };
-    match tls {
-        E::NoCertificatesPresented => "client-cert-missing",
-        E::InvalidCertificate(CertificateError::UnknownIssuer) => "client-cert-unknown-ca",
-        E::InvalidCertificate(CertificateError::ApplicationVerificationFailure) => {
-            "client-name-not-allowed"
-        }
-        E::InvalidCertificate(
-            CertificateError::Expired | CertificateError::ExpiredContext { .. },
-        ) => "client-cert-expired",
-        E::InvalidCertificate(CertificateError::Revoked) => "client-cert-revoked",
-        E::InvalidCertificate(CertificateError::UnknownRevocationStatus) => {
-            "client-cert-revocation-unknown"
-        }
-        E::InvalidCertificate(_) => "client-cert-invalid",
-        E::NoApplicationProtocol => "alpn-no-common-protocol",
-        E::PeerIncompatible(_) => "protocol-version-or-suite",
-        E::InvalidMessage(_)
-        | E::InappropriateHandshakeMessage { .. }
-        | E::InappropriateMessage { .. } => "not-tls-or-malformed",
-        E::AlertReceived(_) => "client-alert",
-        E::PeerMisbehaved(_) => "peer-misbehaved",
-        _ => "other",
-    }
 }

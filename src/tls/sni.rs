@@ -18,7 +18,7 @@ use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 use rustls::crypto::CryptoProvider;
 
 use super::{Identity, TlsError, TlsMaterial, read_certs, read_key};
-use crate::certinfo::CertInfo;
+use crate::tls::certinfo::CertInfo;
 
 /// A fatal `unrecognized_name` (112) alert in a TLS 1.2-versioned plaintext record: what the
 /// server sends before any ServerHello, so the record needs no keys.

@@ -21,7 +21,7 @@ use base64::Engine;
 use rustls::server::ProducesTickets;
 
 use super::TlsError;
-use crate::check::{self, KeyMode};
+use crate::tls::{KeyMode, key_mode};
 
 /// Bytes of one key line once decoded.
 const KEY_BYTES: usize = 80;
@@ -57,7 +57,7 @@ pub(crate) fn load(path: &Path) -> Result<FileTicketer, TlsError> {
         path: path.to_owned(),
         detail,
     };
-    match check::key_mode(path) {
+    match key_mode(path) {
         Ok(KeyMode::WorldReadable(m)) => {
             return Err(fail(format!(
                 "readable by every user (mode {m:o}), and anyone holding these keys can decrypt recorded sessions; chmod 600 {}",

@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use tls_echo::certs::{Ca, Pair, Validity};
+use tls_echo::tools::certs::{Ca, Pair, Validity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
@@ -48,7 +48,7 @@ impl Pki {
     pub fn with_validity(validity: Validity) -> Pki {
         let dir = tempfile::tempdir().expect("tempdir");
         let authority = Ca::new("test CA", Validity::days(365)).expect("ca");
-        let (names, ips) = tls_echo::certs::loopback_names();
+        let (names, ips) = tls_echo::tools::certs::loopback_names();
         let server = authority
             .server(&names, &ips, validity)
             .expect("server cert");
@@ -69,7 +69,7 @@ impl Pki {
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.dir.path().join(name);
         let _ = std::fs::remove_file(&path);
-        tls_echo::certs::write_new(&path, text, 0o600, true).expect("write");
+        tls_echo::tools::certs::write_new(&path, text, 0o600, true).expect("write");
         path
     }
 
@@ -84,7 +84,7 @@ impl Pki {
 
     /// Another server certificate from this CA (for reload tests).
     pub fn another_server(&self, tag: &str) -> (PathBuf, PathBuf) {
-        let (names, ips) = tls_echo::certs::loopback_names();
+        let (names, ips) = tls_echo::tools::certs::loopback_names();
         let pair = self
             .authority
             .server(&names, &ips, Validity::days(30))

@@ -1,13 +1,18 @@
 //! Validated settings: flags and `TLS_ECHO_*` variables (via clap) over the `--config` TOML
-//! file over defaults, checked once at start-up and passed down read-only.
+//! file over defaults, checked once at start-up and passed down read-only. Pure: start-up reads
+//! the files and creates the `--dev` material; this module only parses and checks.
+
+mod options;
+
+pub use options::{LogFormat, Options, Seconds};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::allowlist::{AllowEntry, AllowFileError, Allowlist, Cidr, read_allow_file};
-use crate::cli::{FirewallMode, LogFormat, Seconds, ServeArgs};
 use crate::echo::EchoLimits;
+use crate::firewall::FirewallMode;
+use crate::firewall::allowlist::{AllowEntry, Cidr};
 use crate::tls::{Identity, TlsSettings};
 
 /// Every default in one place, with why.
@@ -75,14 +80,6 @@ pub enum ConfigError {
         "--dev refuses to listen on {0}: development certificates are for loopback only; use 127.0.0.1 or [::1], or serve real certificates with --cert/--key"
     )]
     DevNotLoopback(SocketAddr),
-    /// `--dev` could not create its certificates.
-    #[error("--dev: cannot create development certificates in {dir}: {why}")]
-    Dev {
-        /// The directory.
-        dir: &'static str,
-        /// Why.
-        why: String,
-    },
 }
 
 /// The settings the server runs with.
@@ -126,69 +123,10 @@ pub struct Config {
     pub reuse_port: bool,
 }
 
-/// Fills what flags and environment left unset from the `--config` file, if one is named.
-pub fn with_file(args: ServeArgs) -> Result<ServeArgs, ConfigError> {
-    let Some(path) = args.config.clone() else {
-        return Ok(args);
-    };
-    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let mut file: ServeArgs = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.clone(),
-        message: e.to_string().trim_end().to_string(),
-    })?;
-    // Relative paths in the file are relative to the file, wherever the server is started.
-    let base = path.parent().unwrap_or(Path::new("."));
-    let lists = [
-        &mut file.cert,
-        &mut file.key,
-        &mut file.client_crl,
-        &mut file.ocsp_response,
-    ];
-    let singles = [
-        &mut file.allow_file,
-        &mut file.client_ca,
-        &mut file.ticket_keys,
-    ];
-    for rel in lists
-        .into_iter()
-        .flatten()
-        .chain(singles.into_iter().flatten())
-        .filter(|p| p.is_relative())
-    {
-        *rel = base.join(&*rel);
-    }
-    Ok(merge(args, file))
-}
-
-/// `over` wins where it has a value.
-fn merge(over: ServeArgs, under: ServeArgs) -> ServeArgs {
-    macro_rules! pick {
-        (opt: $($o:ident),*; list: $($l:ident),*; flag: $($f:ident),*) => {
-            ServeArgs {
-                $($o: over.$o.or(under.$o),)*
-                $($l: if over.$l.is_empty() { under.$l } else { over.$l },)*
-                $($f: over.$f || under.$f,)*
-            }
-        };
-    }
-    pick!(
-        opt: config, ticket_keys, mode, max_line, log_format, allow_file, firewall_mode, max_conns,
-            max_conns_per_ip, rate_per_ip, rate_burst, client_ca, handshake_timeout,
-            idle_timeout, write_timeout, shutdown_timeout, max_conn_lifetime, max_conn_bytes,
-            metrics_listen;
-        list: listen, allow, allow_client, trusted_proxy, cert, key, alpn, client_crl,
-            ocsp_response;
-        flag: dev, proxy_protocol, tls13_only, reuse_port, strict_sni
-    )
-}
-
 impl Config {
-    /// Applies defaults and checks the options together. With `--dev`, creates the development
-    /// certificates on first use.
-    pub fn resolve(a: ServeArgs) -> Result<Config, ConfigError> {
+    /// Applies defaults and checks the options together. `--dev` without `--cert` means the
+    /// development material under [`defaults::DEV_DIR`], which start-up creates on first use.
+    pub fn resolve(a: Options) -> Result<Config, ConfigError> {
         let listen = if a.listen.is_empty() {
             vec![defaults::LISTEN.parse().expect("literal")]
         } else {
@@ -196,8 +134,11 @@ impl Config {
         };
         let identities = match (a.cert.len(), a.key.len(), a.dev) {
             (0, 0, true) => {
-                let (cert, key) = dev_material()?;
-                vec![Identity { cert, key }]
+                let dir = Path::new(defaults::DEV_DIR);
+                vec![Identity {
+                    cert: dir.join("server.pem"),
+                    key: dir.join("server.key"),
+                }]
             }
             (0, 0, false) => {
                 return Err(ConfigError::Missing(
@@ -314,29 +255,10 @@ impl Config {
         })
     }
 
-    /// Reads the allow-file (if any) and compiles the allowlist.
-    pub fn allowlist(&self) -> Result<Allowlist, AllowFileError> {
-        let file = self
-            .allow_file
-            .as_deref()
-            .map(read_allow_file)
-            .transpose()?;
-        Ok(Allowlist::new(&self.allow, file))
-    }
-
     /// Whether PROXY headers from `peer` are believed.
     pub fn is_trusted_proxy(&self, peer: std::net::IpAddr) -> bool {
         self.trusted_proxies.iter().any(|c| c.contains(peer))
     }
-}
-
-fn dev_material() -> Result<(PathBuf, PathBuf), ConfigError> {
-    let layout =
-        crate::certs::ensure_dev(Path::new(defaults::DEV_DIR)).map_err(|e| ConfigError::Dev {
-            dir: defaults::DEV_DIR,
-            why: e.to_string(),
-        })?;
-    Ok((layout.cert, layout.key))
 }
 
 #[cfg(test)]
@@ -344,31 +266,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn flags_win_over_the_file_and_lists_replace() {
-        let flags = ServeArgs {
-            max_line: Some(100),
-            ..Default::default()
-        };
-        let file: ServeArgs = toml::from_str(
-            "max-line = 50\nidle-timeout = \"5m\"\nallow = [\"10.0.0.0/8\"]\nlisten = [\"127.0.0.1:0\"]",
-        )
-        .unwrap();
-        let m = merge(flags, file);
-        assert_eq!(m.max_line, Some(100));
-        assert_eq!(m.idle_timeout, Some(Seconds(Duration::from_secs(300))));
-        assert_eq!(m.allow.len(), 1);
-    }
-
-    #[test]
-    fn cert_and_key_take_one_path_or_an_array() {
-        let one: ServeArgs = toml::from_str("cert = \"a.pem\"\nkey = \"a.key\"").unwrap();
-        assert_eq!(one.cert, [PathBuf::from("a.pem")]);
-        let many: ServeArgs =
-            toml::from_str("cert = [\"a.pem\", \"b.pem\"]\nkey = [\"a.key\", \"b.key\"]").unwrap();
-        assert_eq!(many.key.len(), 2);
-        let uneven = ServeArgs {
-            cert: many.cert,
-            key: one.key,
+    fn uneven_cert_and_key_lists_are_refused() {
+        let uneven = Options {
+            cert: vec!["a.pem".into(), "b.pem".into()],
+            key: vec!["a.key".into()],
             ..Default::default()
         };
         assert!(
@@ -377,13 +278,5 @@ mod tests {
                 .to_string()
                 .contains("one key per certificate")
         );
-    }
-
-    #[test]
-    fn unknown_keys_are_named() {
-        let err = toml::from_str::<ServeArgs>("max-lines = 5\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("max-lines"), "{err}");
     }
 }

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::server::{LoadError, State};
-use crate::systemd;
+use super::systemd;
+use crate::server::{LoadError, Server};
 
 /// The signals the server acts on, registered before the listeners are announced so that a
 /// SIGHUP sent right after start-up reloads instead of killing the process.
@@ -27,15 +28,15 @@ impl Signals {
         })
     }
 
-    /// Handles signals for the life of the process.
-    pub async fn handle(mut self, state: Arc<State>) {
+    /// Handles signals for the life of the process: reloads `server`, cancels `shutdown`.
+    pub async fn handle(mut self, server: Arc<Server>, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = self.hup.recv() => {
                     systemd::reloading();
                     // Reading files and parsing certificates blocks: off the runtime, so
                     // that with one worker no echo waits for a reload.
-                    let loader = Arc::clone(&state);
+                    let loader = Arc::clone(&server);
                     let outcome = tokio::task::spawn_blocking(move || loader.reload())
                         .await
                         .unwrap_or_else(|e| Err(LoadError::Panicked(e.to_string())));
@@ -47,15 +48,15 @@ impl Signals {
                         }
                     }
                 }
-                _ = self.term.recv() => stop(&state, "SIGTERM"),
-                _ = self.int.recv() => stop(&state, "SIGINT"),
+                _ = self.term.recv() => stop(&shutdown, "SIGTERM"),
+                _ = self.int.recv() => stop(&shutdown, "SIGINT"),
             }
         }
     }
 }
 
-fn stop(state: &State, signal: &str) {
-    if state.shutdown.is_cancelled() {
+fn stop(shutdown: &CancellationToken, signal: &str) {
+    if shutdown.is_cancelled() {
         warn!(signal, "second signal: exiting now");
         std::process::exit(1);
     }
@@ -64,5 +65,5 @@ fn stop(state: &State, signal: &str) {
         "shutting down: no new connections; echoing what has arrived, then close_notify"
     );
     systemd::stopping();
-    state.shutdown.cancel();
+    shutdown.cancel();
 }

@@ -14,7 +14,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
-use crate::server::State;
 
 /// Longest request head (request line and headers) read before answering 431.
 const MAX_HEAD: usize = 8 * 1024;
@@ -29,15 +28,6 @@ const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duratio
 
 /// The Prometheus exposition prometheus-client writes.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Serves `state`'s metrics on `listener` in a task that ends after shutdown.
-pub fn spawn(listener: TcpListener, state: &State) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(serve(
-        listener,
-        Arc::clone(&state.metrics),
-        state.shutdown.clone(),
-    ))
-}
 
 /// Serves `metrics` on `listener` until `shutdown`, then waits for scrapes in progress.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {

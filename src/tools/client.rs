@@ -1,7 +1,7 @@
 //! `tls-echo client`: verifies the server, sends stdin line by line, prints what comes back.
 //! Stdin EOF sends close_notify; the client then waits for the server to finish and close.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -11,8 +11,37 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::cli::{ClientArgs, Endpoint};
+use clap::Args;
+
 use crate::tls;
+
+/// Which server a client tool talks to, and what it verifies.
+#[derive(Debug, Clone, Args)]
+pub struct Endpoint {
+    /// Server address (host:port).
+    #[arg(long, default_value = "127.0.0.1:4433")]
+    pub connect: String,
+    /// PEM CA bundle to verify the server against [default: the system trust store].
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Name to verify the server certificate for [default: the host part of --connect].
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+}
+
+/// `tls-echo client`.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The server.
+    #[command(flatten)]
+    pub endpoint: Endpoint,
+    /// Client certificate chain for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Client private key for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
 
 /// Runs the client to completion.
 pub async fn run(args: ClientArgs) -> anyhow::Result<()> {

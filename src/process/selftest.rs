@@ -13,9 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_rustls::TlsConnector;
 use tracing::info;
 
-use crate::echo::{self, Ending, Tally};
-use crate::server::State;
-use crate::tls;
+use crate::echo::{self, EchoLimits, Ending, Tally};
+use crate::tls::{self, TlsMaterial};
 
 /// The line sent through the echo path (its tail, if `--max-line` is shorter).
 const PROBE: &[u8] = b"tls-echo self-test\n";
@@ -69,9 +68,14 @@ pub enum Outcome {
     StoppedAtClientAuth,
 }
 
-/// Runs the self-test against `state`'s current TLS material and echo limits; logs a pass.
-pub async fn run(state: &State) -> Result<Outcome, SelfTestError> {
-    let outcome = tokio::time::timeout(DEADLINE, exercise(state))
+/// Runs the self-test against the TLS material and echo limits about to be served (`mtls`:
+/// client certificates are required); logs a pass.
+pub async fn run(
+    material: &TlsMaterial,
+    limits: &EchoLimits,
+    mtls: bool,
+) -> Result<Outcome, SelfTestError> {
+    let outcome = tokio::time::timeout(DEADLINE, exercise(material, limits, mtls))
         .await
         .map_err(|_| SelfTestError::Timeout(DEADLINE))??;
     match outcome {
@@ -83,10 +87,14 @@ pub async fn run(state: &State) -> Result<Outcome, SelfTestError> {
     Ok(outcome)
 }
 
-async fn exercise(state: &State) -> Result<Outcome, SelfTestError> {
-    let material = state.tls.load_full();
-    let limits = state.config.echo.clone();
-    let mtls = state.config.tls.client_ca.is_some();
+async fn exercise(
+    material: &TlsMaterial,
+    limits: &EchoLimits,
+    mtls: bool,
+) -> Result<Outcome, SelfTestError> {
+    let material = Arc::new(material.clone());
+    let probe = probe(limits);
+    let limits = limits.clone();
     let (client_io, server_io) = tokio::io::duplex(PIPE_BYTES);
     // A name the default certificate covers, so that --strict-sni admits the probe too.
     let name = material
@@ -99,7 +107,6 @@ async fn exercise(state: &State) -> Result<Outcome, SelfTestError> {
         let stop = std::pin::pin!(std::future::pending());
         Ok::<_, std::io::Error>(echo::run(&mut stream, &limits, stop, &mut tally).await)
     });
-    let probe = probe(state);
     let client = client_side(
         own_leaf_only_client(&material.leaf_der)?,
         &name,
@@ -127,8 +134,7 @@ async fn exercise(state: &State) -> Result<Outcome, SelfTestError> {
 }
 
 /// The probe line, cut to fit `--max-line` and `--max-conn-bytes`.
-fn probe(state: &State) -> &'static [u8] {
-    let limits = &state.config.echo;
+fn probe(limits: &EchoLimits) -> &'static [u8] {
     let fit = limits
         .max_bytes
         .map_or(usize::MAX, |b| usize::try_from(b).unwrap_or(usize::MAX))
@@ -252,49 +258,50 @@ impl ServerCertVerifier for OwnLeafOnly {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs::{Ca, Validity};
-    use crate::cli::ServeArgs;
-    use crate::config::Config;
+    use crate::config::{Config, Options};
+    use crate::tools::certs::{Ca, Validity};
 
-    /// A state serving a fresh certificate from `dir`, with `extra` applied to the arguments.
-    fn state(dir: &std::path::Path, extra: impl FnOnce(&mut ServeArgs)) -> Arc<State> {
+    /// The material and settings for a fresh certificate in `dir`, with `extra` applied.
+    fn served(dir: &std::path::Path, extra: impl FnOnce(&mut Options)) -> (TlsMaterial, Config) {
         let ca = Ca::new("self-test CA", Validity::days(30)).unwrap();
-        let (names, ips) = crate::certs::loopback_names();
+        let (names, ips) = crate::tools::certs::loopback_names();
         let leaf = ca.server(&names, &ips, Validity::days(30)).unwrap();
         let write = |name: &str, text: &str| {
             let path = dir.join(name);
-            crate::certs::write_new(&path, text, 0o600, true).unwrap();
+            crate::tools::certs::write_new(&path, text, 0o600, true).unwrap();
             path
         };
-        let mut args = ServeArgs {
+        let mut options = Options {
             cert: vec![write("server.pem", &leaf.cert_pem)],
             key: vec![write("server.key", &leaf.key_pem)],
             ..Default::default()
         };
         write("ca.pem", &ca.pair.cert_pem);
-        extra(&mut args);
-        State::new(Config::resolve(args).unwrap()).unwrap()
+        extra(&mut options);
+        let config = Config::resolve(options).unwrap();
+        (tls::load(&config.tls).unwrap(), config)
+    }
+
+    async fn check(material: &TlsMaterial, config: &Config) -> Result<Outcome, SelfTestError> {
+        run(material, &config.echo, config.tls.client_ca.is_some()).await
     }
 
     #[tokio::test]
     async fn echoes_through_the_loaded_material() {
         let dir = tempfile::tempdir().unwrap();
-        let s = state(dir.path(), |_| {});
-        assert_eq!(run(&s).await.unwrap(), Outcome::Echoed);
-        let tiny = state(dir.path(), |a| a.max_line = Some(2));
-        assert_eq!(run(&tiny).await.unwrap(), Outcome::Echoed);
+        let (material, config) = served(dir.path(), |_| {});
+        assert_eq!(check(&material, &config).await.unwrap(), Outcome::Echoed);
+        let (material, tiny) = served(dir.path(), |a| a.max_line = Some(2));
+        assert_eq!(check(&material, &tiny).await.unwrap(), Outcome::Echoed);
     }
 
     #[tokio::test]
     async fn fails_when_the_served_certificate_is_not_the_loaded_one() {
         let dir = tempfile::tempdir().unwrap();
-        let s = state(dir.path(), |_| {});
+        let (mut mixed, config) = served(dir.path(), |_| {});
         let other = tempfile::tempdir().unwrap();
-        let stranger = state(other.path(), |_| {}).tls.load_full();
-        let mut mixed = (*s.tls.load_full()).clone();
-        mixed.leaf_der = stranger.leaf_der.clone();
-        s.tls.store(Arc::new(mixed));
-        let err = run(&s).await.unwrap_err().to_string();
+        mixed.leaf_der = served(other.path(), |_| {}).0.leaf_der;
+        let err = check(&mixed, &config).await.unwrap_err().to_string();
         assert!(err.starts_with("self-test: TLS handshake"), "{err}");
         assert!(err.contains("NotTheLoadedLeaf"), "{err}");
     }
@@ -303,7 +310,10 @@ mod tests {
     async fn with_mutual_tls_stops_at_client_authentication() {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.pem");
-        let s = state(dir.path(), |a| a.client_ca = Some(ca));
-        assert_eq!(run(&s).await.unwrap(), Outcome::StoppedAtClientAuth);
+        let (material, config) = served(dir.path(), |a| a.client_ca = Some(ca));
+        assert_eq!(
+            check(&material, &config).await.unwrap(),
+            Outcome::StoppedAtClientAuth
+        );
     }
 }

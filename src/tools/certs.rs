@@ -7,11 +7,36 @@ use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use clap::Args;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
+
+/// `tls-echo gen-certs`.
+#[derive(Debug, Args)]
+pub struct GenCertsArgs {
+    /// Directory to write into.
+    #[arg(long, default_value = "certs")]
+    pub out: PathBuf,
+    /// DNS name for the server certificate; repeatable [default: localhost].
+    #[arg(long = "name", value_name = "DNS")]
+    pub names: Vec<String>,
+    /// IP address for the server certificate; repeatable [default: 127.0.0.1 and ::1].
+    #[arg(long = "ip", value_name = "IP")]
+    pub ips: Vec<IpAddr>,
+    /// Also write a client certificate with this name (for mutual TLS).
+    #[arg(long, value_name = "NAME")]
+    pub client: Option<String>,
+    /// Validity of the server and client certificates in days.
+    #[arg(long, default_value_t = 90)]
+    pub days: u32,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
 
 /// A PEM certificate and its PEM private key.
 #[derive(Debug, Clone)]
@@ -228,4 +253,43 @@ pub fn write_new(path: &Path, text: &str, mode: u32, force: bool) -> std::io::Re
         .mode(mode)
         .open(path)?;
     f.write_all(text.as_bytes())
+}
+
+/// `tls-echo gen-certs`: writes the set and prints how to serve and connect with it.
+pub fn gen_certs(a: GenCertsArgs) -> anyhow::Result<()> {
+    let (default_names, default_ips) = loopback_names();
+    let names = if a.names.is_empty() && a.ips.is_empty() {
+        default_names
+    } else {
+        a.names
+    };
+    let ips = if a.ips.is_empty() && names == ["localhost"] {
+        default_ips
+    } else {
+        a.ips
+    };
+    let request = Request {
+        names,
+        ips,
+        client: a.client,
+        days: a.days,
+    };
+    for path in write_set(&a.out, &request, a.force)? {
+        println!("wrote {}", path.display());
+    }
+    let d = a.out.display();
+    println!("\nServe:    tls-echo --cert {d}/server.pem --key {d}/server.key");
+    println!("Connect:  tls-echo client --connect 127.0.0.1:4433 --ca {d}/ca.pem");
+    println!(
+        "          openssl s_client -connect 127.0.0.1:4433 -CAfile {d}/ca.pem -verify_return_error -brief"
+    );
+    if request.client.is_some() {
+        println!(
+            "mTLS:     tls-echo --cert {d}/server.pem --key {d}/server.key --client-ca {d}/ca.pem"
+        );
+        println!(
+            "          tls-echo client --ca {d}/ca.pem --cert {d}/client.pem --key {d}/client.key"
+        );
+    }
+    Ok(())
 }

@@ -1,41 +1,35 @@
 //! `tls-echo check`: validates a configuration without serving, as systemd's `ExecStartPre`
 //! does, and answers offline whether a peer would be admitted and by which entry.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
+use clap::Args;
 use rustls::pki_types::UnixTime;
 
-use crate::certinfo::CertInfo;
-use crate::cli::{CheckArgs, FirewallMode};
-use crate::config::{self, Config};
-use crate::tls;
+use super::startup;
+use crate::config::{Config, Options};
+use crate::firewall::FirewallMode;
+use crate::firewall::allowlist;
+use crate::tls::certinfo::CertInfo;
+use crate::tls::{self, KeyMode, key_mode};
+
+/// `tls-echo check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The configuration to check, as the server would take it.
+    #[command(flatten)]
+    pub serve: Options,
+    /// Also say whether a connection from this address would be admitted.
+    #[arg(long, value_name = "IP")]
+    pub peer: Option<IpAddr>,
+    /// With --peer: also check this client certificate against --client-ca/--allow-client.
+    #[arg(long, value_name = "FILE", requires = "peer")]
+    pub client_cert: Option<PathBuf>,
+}
 
 /// Days of validity under which `check` warns.
 pub const EXPIRY_WARNING_DAYS: i64 = 14;
-
-/// What is wrong with a private key file's mode, if anything.
-#[derive(Debug, PartialEq, Eq)]
-pub enum KeyMode {
-    /// Only the owner can read it.
-    Private,
-    /// The group can read it: allowed, with a warning.
-    GroupReadable(u32),
-    /// Anyone can read it: refused, as ssh refuses such keys.
-    WorldReadable(u32),
-}
-
-/// Classifies the mode of the key file at `path`.
-pub fn key_mode(path: &Path) -> std::io::Result<KeyMode> {
-    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
-    Ok(if mode & 0o004 != 0 {
-        KeyMode::WorldReadable(mode)
-    } else if mode & 0o040 != 0 {
-        KeyMode::GroupReadable(mode)
-    } else {
-        KeyMode::Private
-    })
-}
 
 /// A running tally of the report.
 #[derive(Default)]
@@ -61,15 +55,19 @@ impl Report {
 /// Prints the report; returns whether there was no error.
 pub fn run(args: CheckArgs) -> bool {
     let mut r = Report::default();
-    let config = match config::with_file(args.serve).and_then(Config::resolve) {
+    let config = match startup::options(args.serve).and_then(Config::resolve) {
         Ok(c) => c,
         Err(e) => {
             r.fail(e);
             return finish(r);
         }
     };
+    if let Err(e) = startup::dev_material(&config) {
+        r.fail(e);
+        return finish(r);
+    }
     check_tls(&config, &mut r);
-    let allowlist = match config.allowlist() {
+    let allowlist = match allowlist::load(&config.allow, config.allow_file.as_deref()) {
         Ok(a) => {
             if a.is_loopback_default() {
                 r.ok("allowlist: none configured, so loopback only (127.0.0.0/8, ::1)");

@@ -1,5 +1,5 @@
 //! The gate between `accept()` and TLS: may this address connect now? It applies the allowlist,
-//! the global connection cap and the per-peer limits, in that order, before a single TLS byte
+//! the global connection cap (taken at accept), then the allowlist and the per-peer limits, before a single TLS byte
 //! is read or written. Refusals are counted and logged at warn, rate-limited so that a flood
 //! cannot flood the logs.
 
@@ -7,15 +7,28 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::allowlist::Allowlist;
-use crate::cli::FirewallMode;
-use crate::limits::{LimitExceeded, PeerLimits, PeerSlot};
+pub mod allowlist;
+pub mod limits;
+
 use crate::metrics::Metrics;
+use allowlist::Allowlist;
+use limits::{LimitExceeded, PeerLimits, PeerSlot};
 
 /// Refusal log lines written per second at most; the rest are summarised.
 const LOG_BURST_PER_SECOND: u32 = 10;
+
+/// Whether the firewall refuses or only reports what it would refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FirewallMode {
+    /// Close connections the policy refuses.
+    #[default]
+    Enforce,
+    /// Admit everyone, but log and count what enforcement would refuse.
+    Audit,
+}
 
 /// Why a connection was closed before TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,17 +70,19 @@ impl From<LimitExceeded> for Refusal {
 /// An admitted connection's share of the limits; dropping it frees them.
 #[derive(Debug)]
 pub struct Pass {
-    _permit: OwnedSemaphorePermit,
+    _seat: Seat,
     _slot: Option<PeerSlot>,
 }
 
 /// A place under the global connection cap, taken at accept; dropping it frees the place.
 #[derive(Debug)]
-pub struct Seat(OwnedSemaphorePermit);
+pub struct Seat {
+    _permit: OwnedSemaphorePermit,
+}
 
-/// The firewall layer.
+/// The firewall layer. The allowlist in force is passed in with each decision: it is part of
+/// what a reload swaps (see `server::Live`).
 pub struct Firewall {
-    allow: watch::Sender<Arc<Allowlist>>,
     mode: FirewallMode,
     conns: Arc<Semaphore>,
     peers: Arc<PeerLimits>,
@@ -76,16 +91,14 @@ pub struct Firewall {
 }
 
 impl Firewall {
-    /// A firewall enforcing (or auditing) `allow` and the limits.
+    /// A firewall enforcing (or auditing) the policy and the limits.
     pub fn new(
-        allow: Allowlist,
         mode: FirewallMode,
         max_conns: usize,
         peers: PeerLimits,
         metrics: Arc<Metrics>,
     ) -> Firewall {
         Firewall {
-            allow: watch::Sender::new(Arc::new(allow)),
             mode,
             conns: Arc::new(Semaphore::new(max_conns)),
             peers: Arc::new(peers),
@@ -94,42 +107,45 @@ impl Firewall {
         }
     }
 
-    /// Decides on a new connection from `ip`. In audit mode only the global cap refuses: it
-    /// protects the process, not the policy.
-    pub fn admit(&self, ip: IpAddr) -> Result<Pass, Refusal> {
-        self.admit_seated(ip, None)
-    }
-
-    /// Takes a place under `--max-conns` for a connection whose client is not known yet (one
-    /// from a trusted proxy, before its PROXY header): the cap holds from accept onwards.
+    /// Takes a place under `--max-conns` for a connection just accepted from `ip` (for a
+    /// trusted proxy's, before its PROXY header names the client): the cap holds from accept
+    /// onwards, in audit mode too (it protects the process, not the policy).
     pub fn seat(&self, ip: IpAddr) -> Result<Seat, Refusal> {
         Arc::clone(&self.conns)
             .try_acquire_owned()
-            .map(Seat)
+            .map(|permit| Seat { _permit: permit })
             .map_err(|_| self.refuse(Refusal::MaxConns, ip.to_canonical()))
     }
 
-    /// [`Firewall::admit`] for a connection that may already hold its place under the cap.
-    pub fn admit_seated(&self, ip: IpAddr, seat: Option<Seat>) -> Result<Pass, Refusal> {
+    /// Decides on a seated connection from `ip`: the allowlist, then the per-peer limits. In
+    /// audit mode it only counts and logs what enforcement would refuse.
+    pub fn admit(&self, allow: &Allowlist, ip: IpAddr, seat: Seat) -> Result<Pass, Refusal> {
         let ip = ip.to_canonical();
         let enforce = self.mode == FirewallMode::Enforce;
-        if !self.allow.borrow().allows(ip) {
+        if !allow.allows(ip) {
             self.check(Refusal::NotAllowed, ip, enforce)?;
         }
-        let permit = match seat {
-            Some(Seat(permit)) => permit,
-            None => Arc::clone(&self.conns)
-                .try_acquire_owned()
-                .map_err(|_| self.refuse(Refusal::MaxConns, ip))?,
-        };
         let (slot, exceeded) = self.peers.enter(ip, enforce);
         if let Some(e) = exceeded {
             self.check(e.into(), ip, enforce)?;
         }
         Ok(Pass {
-            _permit: permit,
+            _seat: seat,
             _slot: slot,
         })
+    }
+
+    /// Whether an open connection from `ip` may stay after a reload put `allow` in force (in
+    /// audit mode always, with a log line when enforcement would close it).
+    pub fn keeps(&self, allow: &Allowlist, ip: IpAddr) -> bool {
+        if allow.allows(ip) {
+            return true;
+        }
+        if self.mode == FirewallMode::Enforce {
+            return false;
+        }
+        tracing::warn!(peer = %ip, "audit: enforcement would close this connection after the reload");
+        true
     }
 
     /// Counts and logs a refusal; the caller closes the connection.
@@ -149,36 +165,6 @@ impl Firewall {
         self.metrics.audited(why.label());
         self.log.warn(|| tracing::warn!(peer = %ip, reason = why.label(), "audit: enforcement would refuse this connection"));
         Ok(())
-    }
-
-    /// The allowlist in force.
-    pub fn allowlist(&self) -> Arc<Allowlist> {
-        Arc::clone(&self.allow.borrow())
-    }
-
-    /// Puts a new allowlist in force for new connections and for the revocation watchers.
-    pub fn replace_allowlist(&self, list: Allowlist) {
-        self.allow.send_replace(Arc::new(list));
-    }
-
-    /// Resolves when a reload removes `ip` from the allowlist (never in audit mode, where it
-    /// only logs).
-    pub fn revoked(&self, ip: IpAddr) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut rx = self.allow.subscribe();
-        let enforce = self.mode == FirewallMode::Enforce;
-        async move {
-            loop {
-                if rx.changed().await.is_err() {
-                    return std::future::pending().await;
-                }
-                if !rx.borrow_and_update().allows(ip) {
-                    if enforce {
-                        return;
-                    }
-                    tracing::warn!(peer = %ip, "audit: enforcement would close this connection after the reload");
-                }
-            }
-        }
     }
 }
 

@@ -249,6 +249,13 @@ pub fn read_allow_file(path: &Path) -> Result<Vec<(Cidr, String)>, AllowFileErro
     parse_allow_file(&text, path)
 }
 
+/// The allowlist in force: `--allow` entries plus the allow-file, read now (at start and on
+/// every reload).
+pub fn load(flags: &[AllowEntry], file: Option<&Path>) -> Result<Allowlist, AllowFileError> {
+    let file = file.map(read_allow_file).transpose()?;
+    Ok(Allowlist::new(flags, file))
+}
+
 /// The compiled allowlist: every entry with where it came from, plus merged ranges per family
 /// for the lookup on the accept path.
 #[derive(Debug, Clone, Default)]

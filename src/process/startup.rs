@@ -1,19 +1,45 @@
-//! What the server checks and says before it serves: the key's file mode, the descriptor
-//! budget, certificate expiry, the allowlist in force, the listening addresses and, with
-//! `--dev`, how to talk to it.
+//! What the server reads, checks and says before it serves: the `--config` file, the `--dev`
+//! material, the key's file mode, the descriptor budget, certificate expiry, the allowlist in
+//! force, the listening addresses and, with `--dev`, how to talk to it.
 
 use std::path::Path;
 
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::check::{self, KeyMode};
+use super::check;
 use crate::config::defaults::DEV_DIR;
-use crate::server::State;
+use crate::config::{Config, ConfigError, Options};
+use crate::server::Server;
+use crate::tls::{KeyMode, key_mode};
+use crate::tools::certs;
+
+/// The options as the server takes them: flags and environment over the `--config` file.
+pub fn options(flags: Options) -> Result<Options, ConfigError> {
+    let Some(path) = flags.config.clone() else {
+        return Ok(flags);
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(flags.over(Options::from_toml(&text, &path)?))
+}
+
+/// With `--dev` and no `--cert`, creates the throwaway CA and certificate the settings name,
+/// on first use.
+pub fn dev_material(config: &Config) -> Result<(), String> {
+    if !config.dev || config.tls.identities[0].cert != Path::new(DEV_DIR).join("server.pem") {
+        return Ok(());
+    }
+    certs::ensure_dev(Path::new(DEV_DIR))
+        .map(|_| ())
+        .map_err(|e| format!("--dev: cannot create development certificates in {DEV_DIR}: {e}"))
+}
 
 /// Refuses a private key every user can read (as ssh does); warns when the group can.
 pub fn key_permissions(key: &Path) -> Result<(), String> {
-    match check::key_mode(key).map_err(|e| format!("cannot read key {}: {e}", key.display()))? {
+    match key_mode(key).map_err(|e| format!("cannot read key {}: {e}", key.display()))? {
         KeyMode::Private => Ok(()),
         KeyMode::GroupReadable(m) => {
             warn!(key = %key.display(), mode = format!("{m:o}"), "private key is group-readable; chmod 600 it");
@@ -42,10 +68,10 @@ pub fn descriptor_budget(nofile: std::io::Result<u64>, max_conns: usize) {
 }
 
 /// Logs what is about to be served, and prints the `--dev` hint.
-pub fn announce(state: &State, listeners: &[TcpListener]) {
-    let cfg = &state.config;
-    let material = state.tls.load();
-    for served in &material.certs {
+pub fn announce(server: &Server, listeners: &[TcpListener]) {
+    let cfg = server.config();
+    let live = server.live();
+    for served in &live.tls.certs {
         let (cert, leaf) = (served.identity.cert.display(), &served.info);
         if leaf.seconds_left() <= 0 {
             warn!(%cert, subject = %leaf.subject, "certificate has EXPIRED: clients will refuse it");
@@ -53,7 +79,7 @@ pub fn announce(state: &State, listeners: &[TcpListener]) {
             warn!(%cert, days_left = leaf.seconds_left() / 86_400, "certificate expires soon");
         }
     }
-    let allow = state.firewall.allowlist();
+    let allow = &live.allow;
     if allow.is_loopback_default() {
         info!("no --allow/--allow-file: only loopback peers (127.0.0.0/8, ::1) are admitted");
     } else {
