@@ -112,6 +112,9 @@ async fn serve(flags: Options, mut passed: Passed, nofile: std::io::Result<u64>)
     startup::announce(&server, &listeners);
     let live = server.live();
     or_exit!(selftest::run(&live.tls, &cfg.echo, cfg.tls.client_ca.is_some()).await);
+    if let Some(path) = &cfg.ready_file {
+        or_exit!(startup::write_ready_file(path, &listeners));
+    }
     let shutdown = CancellationToken::new();
     let scrapes = metrics_listener.map(|l| {
         tokio::spawn(scrape::serve(

@@ -7,7 +7,7 @@ use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn echoes_lines_byte_for_byte_then_closes_cleanly_at_eof() {
-    let (pki, s) = server(&[]);
+    let (pki, s) = served(&[]).await;
     let mut c = connect(s.addr(), &pki.ca).await;
     let sent = "hello\r\ntab\there\nüñíçødé ✓\n\n";
     assert_eq!(
@@ -23,6 +23,7 @@ async fn echoes_lines_byte_for_byte_then_closes_cleanly_at_eof() {
     assert!(
         s.log
             .wait_for(|l| l.contains("closed") && l.contains("lines=5"))
+            .await
             .is_some(),
         "{}",
         s.log.text()
@@ -31,7 +32,7 @@ async fn echoes_lines_byte_for_byte_then_closes_cleanly_at_eof() {
 
 #[tokio::test]
 async fn two_hundred_concurrent_clients_each_get_their_own_echo() {
-    let (pki, s) = server(&[]);
+    let (pki, s) = served(&[]).await;
     let config = client_config(&pki.ca, None);
     let tasks: Vec<_> = (0..200)
         .map(|i| {
@@ -53,7 +54,7 @@ async fn two_hundred_concurrent_clients_each_get_their_own_echo() {
 
 /// Sends `input`, expects the echo of the valid lines, one ERR line, close_notify.
 async fn expect_err(extra: &[&str], input: &[u8], echoed: &[u8], code: &str) {
-    let (pki, s) = server(extra);
+    let (pki, s) = served(extra).await;
     let mut c = connect(s.addr(), &pki.ca).await;
     c.write_all(input).await.unwrap();
     c.flush().await.unwrap();
@@ -119,7 +120,7 @@ async fn line_too_long_counts_the_terminator() {
 
 #[tokio::test]
 async fn invalid_partial_line_at_eof_gets_an_error() {
-    let (pki, s) = server(&[]);
+    let (pki, s) = served(&[]).await;
     let mut c = connect(s.addr(), &pki.ca).await;
     c.write_all(b"ok\nend\x01").await.unwrap();
     c.shutdown().await.unwrap();
@@ -133,7 +134,7 @@ async fn invalid_partial_line_at_eof_gets_an_error() {
 
 #[tokio::test]
 async fn raw_mode_echoes_any_bytes() {
-    let (pki, s) = server(&["--mode", "raw"]);
+    let (pki, s) = served(&["--mode", "raw"]).await;
     let mut c = connect(s.addr(), &pki.ca).await;
     let data: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
     assert_eq!(roundtrip(&mut c, &data, data.len()).await, data);
@@ -141,10 +142,7 @@ async fn raw_mode_echoes_any_bytes() {
 
 #[tokio::test]
 async fn serves_ipv6_loopback() {
-    let pki = Pki::new();
-    let mut a = pki.args();
-    a.extend(args(&["--listen", "[::1]:0", "--listen", "127.0.0.1:0"]));
-    let s = Server::start(&a);
+    let (pki, s) = served(&["--listen", "[::1]:0", "--listen", "127.0.0.1:0"]).await;
     let v6 = s
         .addrs
         .iter()
@@ -155,9 +153,9 @@ async fn serves_ipv6_loopback() {
     assert_eq!(roundtrip(&mut c, b"over v6\n", 8).await, b"over v6\n");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn client_subcommand_verifies_and_echoes() {
-    let (pki, s) = server(&[]);
+    let (pki, s) = served(&[]).await;
     let out = std::process::Command::new(bin())
         .args(["client", "--connect", &s.addr().to_string(), "--ca"])
         .arg(&pki.ca)

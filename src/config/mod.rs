@@ -121,6 +121,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// SO_REUSEPORT on the listeners.
     pub reuse_port: bool,
+    /// Where to write the bound addresses once serving.
+    pub ready_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -252,6 +254,7 @@ impl Config {
             dev: a.dev,
             metrics_listen: a.metrics_listen,
             reuse_port: a.reuse_port,
+            ready_file: a.ready_file,
         })
     }
 

@@ -186,6 +186,10 @@ pub struct Options {
     /// Serve Prometheus metrics over plain HTTP on this address (keep it on loopback).
     #[arg(long, env = "TLS_ECHO_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Once serving, write the bound addresses to this file, one a line (for scripts that
+    /// listen on port 0); replaced atomically, so a reader never sees half of it.
+    #[arg(long, env = "TLS_ECHO_READY_FILE", value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
     /// Set SO_REUSEPORT so several processes can share a port.
     #[arg(long, env = "TLS_ECHO_REUSE_PORT")]
     #[serde(default)]
@@ -278,6 +282,7 @@ impl Options {
             &mut file.allow_file,
             &mut file.client_ca,
             &mut file.ticket_keys,
+            &mut file.ready_file,
         ];
         for rel in lists
             .into_iter()
@@ -306,7 +311,7 @@ impl Options {
             opt: config, ticket_keys, mode, max_line, log_format, allow_file, firewall_mode,
                 max_conns, max_conns_per_ip, rate_per_ip, rate_burst, client_ca, handshake_timeout,
                 idle_timeout, write_timeout, shutdown_timeout, max_conn_lifetime, max_conn_bytes,
-                metrics_listen;
+                metrics_listen, ready_file;
             list: listen, allow, allow_client, trusted_proxy, cert, key, alpn, client_crl,
                 ocsp_response;
             flag: dev, proxy_protocol, tls13_only, reuse_port, strict_sni

@@ -100,3 +100,16 @@ pub fn announce(server: &Server, listeners: &[TcpListener]) {
         );
     }
 }
+
+/// Writes the bound addresses to `--ready-file`, through a temporary file and a rename.
+pub fn write_ready_file(path: &Path, listeners: &[TcpListener]) -> Result<(), String> {
+    let text: String = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| format!("{a}\n"))
+        .collect();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("--ready-file {}: cannot write it: {e}", path.display()))
+}

@@ -3,6 +3,10 @@
 //! with a generous deadline so that a broken server fails the test instead of hanging it.
 #![allow(dead_code)]
 
+mod inproc;
+#[allow(unused_imports)]
+pub use inproc::{Events, Served};
+
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -106,6 +110,13 @@ impl Pki {
         Server::start(&a)
     }
 
+    /// Serves this PKI's certificate and key plus `extra` arguments in-process.
+    pub async fn served(&self, extra: &[&str]) -> Served {
+        let mut a = self.args();
+        a.extend(args(extra));
+        Served::start(&a).await
+    }
+
     /// The standard server arguments for this PKI.
     pub fn args(&self) -> Vec<String> {
         vec![
@@ -206,10 +217,16 @@ impl Server {
         Self::from_command(cmd, listeners)
     }
 
-    /// Spawns `cmd` (a tls-echo, possibly behind a wrapper such as prlimit) and waits until
-    /// it has logged `listeners` bound addresses.
+    /// Spawns `cmd` (a tls-echo, possibly behind a wrapper such as prlimit) with a
+    /// `--ready-file` and waits until the file names `listeners` bound addresses.
     pub fn from_command(mut cmd: Command, listeners: usize) -> Server {
-        cmd.env_remove("TLS_ECHO_CONFIG")
+        let ready = tempfile::NamedTempFile::new()
+            .expect("ready file")
+            .into_temp_path();
+        std::fs::remove_file(&ready).expect("remove ready file");
+        cmd.arg("--ready-file")
+            .arg(&ready)
+            .env_remove("TLS_ECHO_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -221,29 +238,22 @@ impl Server {
             addrs: vec![],
             log,
         };
-        for i in 0..listeners {
-            let needle = " listening ";
-            if !server.log.wait_count(needle, i + 1) {
-                panic!(
-                    "server did not start listening; log:\n{}",
-                    server.log.text()
-                );
+        let until = Instant::now() + DEADLINE;
+        let text = loop {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                break text;
             }
-        }
-        server.addrs = server
-            .log
-            .text()
-            .lines()
-            .filter(|l| l.contains(" listening "))
-            .filter_map(|l| {
-                l.split("addr=")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .collect();
+            if let Some(status) = server.child.try_wait().expect("try_wait") {
+                panic!("server exited with {status}; log:\n{}", server.log.text());
+            }
+            assert!(
+                Instant::now() < until,
+                "server did not start; log:\n{}",
+                server.log.text()
+            );
+            std::thread::sleep(Duration::from_millis(10)); // polling for a file, not synchronising
+        };
+        server.addrs = text.lines().map(|l| l.parse().expect("address")).collect();
         assert_eq!(server.addrs.len(), listeners, "log:\n{}", server.log.text());
         server
     }
@@ -409,6 +419,13 @@ pub async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(
 pub fn server(extra: &[&str]) -> (Pki, Server) {
     let pki = Pki::new();
     let s = pki.serve(extra);
+    (pki, s)
+}
+
+/// A fresh PKI and an in-process server using it with `extra` arguments.
+pub async fn served(extra: &[&str]) -> (Pki, Served) {
+    let pki = Pki::new();
+    let s = pki.served(extra).await;
     (pki, s)
 }
 
