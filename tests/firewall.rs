@@ -1,5 +1,9 @@
 //! The allowlist firewall, per-peer limits, mutual TLS and PROXY protocol, end to end. Source
 //! addresses anywhere in 127.0.0.0/8 are local, so tests bind clients to 127.0.0.2, .3, ...
+//!
+//! The server runs in-process (current-thread, so its log lines are captured per test); a
+//! reload is `Server::reload`, what SIGHUP runs. Only start-up errors and the `check`
+//! subcommand, whose exit code and wording are the subject, run the binary.
 
 mod common;
 
@@ -39,16 +43,27 @@ async fn bytes_before_close(src: &str, addr: SocketAddr) -> Vec<u8> {
 #[tokio::test]
 async fn default_admits_loopback_only_and_says_so() {
     let pki = Pki::new();
-    let s = pki.serve(&[]);
+    let s = pki.served(&[]).await;
+    // What start-up announces (main calls this with the bound listeners).
+    tls_echo::process::startup::announce(&s.server, &[]);
     assert!(
         s.log
             .wait_for(|l| l.contains("only loopback peers"))
-            .is_some()
+            .await
+            .is_some(),
+        "{}",
+        s.log.text()
     );
     assert_eq!(
         echo_from(&pki, "127.0.0.9", s.addr()).await.unwrap(),
         b"ping\n"
     );
+}
+
+/// `check --peer` exits 1 for a peer the default allowlist refuses.
+#[test]
+fn check_says_a_remote_peer_is_refused_by_default() {
+    let pki = Pki::new();
     let mut a = pki.args();
     a.insert(0, "check".into());
     a.extend(args(&["--peer", "192.0.2.1"]));
@@ -60,7 +75,9 @@ async fn default_admits_loopback_only_and_says_so() {
 #[tokio::test]
 async fn refused_peer_gets_no_tls_byte_and_others_are_served() {
     let pki = Pki::new();
-    let s = pki.serve(&["--allow", "127.0.0.2", "--allow", "10.0.0.0/8"]);
+    let s = pki
+        .served(&["--allow", "127.0.0.2", "--allow", "10.0.0.0/8"])
+        .await;
     assert_eq!(bytes_before_close("127.0.0.3", s.addr()).await, b"");
     assert!(echo_from(&pki, "127.0.0.3", s.addr()).await.is_err());
     assert_eq!(
@@ -72,6 +89,7 @@ async fn refused_peer_gets_no_tls_byte_and_others_are_served() {
             .wait_for(|l| l.contains("connection refused before TLS")
                 && l.contains("peer=127.0.0.3")
                 && l.contains("not-allowed"))
+            .await
             .is_some()
     );
 }
@@ -79,10 +97,11 @@ async fn refused_peer_gets_no_tls_byte_and_others_are_served() {
 #[tokio::test]
 async fn cidr_ranges_and_any() {
     let pki = Pki::new();
-    let s = pki.serve(&["--allow", "127.0.0.0/30"]);
+    let s = pki.served(&["--allow", "127.0.0.0/30"]).await;
     assert!(echo_from(&pki, "127.0.0.3", s.addr()).await.is_ok());
     assert_eq!(bytes_before_close("127.0.0.4", s.addr()).await, b"");
-    let s = pki.serve(&["--allow", "any"]);
+    assert!(s.stop().await);
+    let s = pki.served(&["--allow", "any"]).await;
     assert!(echo_from(&pki, "127.0.0.200", s.addr()).await.is_ok());
 }
 
@@ -117,12 +136,17 @@ fn host_names_and_bad_entries_stop_start_up() {
 #[tokio::test]
 async fn ipv4_mapped_peers_on_a_dual_stack_listener_match_as_ipv4() {
     let pki = Pki::new();
-    let s = pki.serve(&["--listen", "[::]:0", "--allow", "127.0.0.2"]);
+    let s = pki
+        .served(&["--listen", "[::]:0", "--allow", "127.0.0.2"])
+        .await;
     let v4 = SocketAddr::new(ip("127.0.0.1"), s.addr().port());
     assert!(echo_from(&pki, "127.0.0.2", v4).await.is_ok());
     assert_eq!(bytes_before_close("127.0.0.3", v4).await, b"");
     assert!(
-        s.log.wait_for(|l| l.contains("peer=127.0.0.3")).is_some(),
+        s.log
+            .wait_for(|l| l.contains("peer=127.0.0.3"))
+            .await
+            .is_some(),
         "logged as IPv4: {}",
         s.log.text()
     );
@@ -132,7 +156,9 @@ async fn ipv4_mapped_peers_on_a_dual_stack_listener_match_as_ipv4() {
 async fn reload_tightening_closes_open_connections_and_a_broken_file_changes_nothing() {
     let pki = Pki::new();
     let file = pki.write("allow.txt", "127.0.0.2\n127.0.0.3\n");
-    let s = pki.serve(&["--allow-file", &file.display().to_string()]);
+    let s = pki
+        .served(&["--allow-file", &file.display().to_string()])
+        .await;
     let config = client_config(&pki.ca, None);
     let mut keep = tls_with(
         config.clone(),
@@ -149,24 +175,26 @@ async fn reload_tightening_closes_open_connections_and_a_broken_file_changes_not
     assert_eq!(roundtrip(&mut cut, b"before\n", 7).await, b"before\n");
 
     pki.write("allow.txt", "127.0.0.2\n");
-    s.signal("HUP");
+    s.server.reload().expect("reload");
     assert_eq!(read_to_close(&mut cut).await.expect("close_notify"), b"");
     assert!(
         s.log
             .wait_for(|l| l.contains("closed") && l.contains("access-revoked"))
-            .is_some()
-    );
-    assert_eq!(roundtrip(&mut keep, b"still\n", 6).await, b"still\n");
-
-    pki.write("allow.txt", "127.0.0.2\nnot-an-address!\n");
-    s.signal("HUP");
-    assert!(
-        s.log
-            .wait_for(|l| l.contains("reload failed") && l.contains("allow.txt:2"))
+            .await
             .is_some(),
         "{}",
         s.log.text()
     );
+    assert_eq!(roundtrip(&mut keep, b"still\n", 6).await, b"still\n");
+
+    pki.write("allow.txt", "127.0.0.2\nnot-an-address!\n");
+    // What SIGHUP logs as "reload failed; ..." is this error.
+    let failed = s
+        .server
+        .reload()
+        .expect_err("a broken allow-file fails the reload");
+    assert!(failed.to_string().contains("allow.txt:2"), "{failed}");
+    assert_eq!(s.metric("tls_echo_reloads_total{outcome=\"failure\"}"), 1.0);
     assert_eq!(roundtrip(&mut keep, b"kept\n", 5).await, b"kept\n");
     assert_eq!(
         echo_from(&pki, "127.0.0.2", s.addr()).await.unwrap(),
@@ -178,7 +206,9 @@ async fn reload_tightening_closes_open_connections_and_a_broken_file_changes_not
 #[tokio::test]
 async fn per_ip_and_global_connection_caps() {
     let pki = Pki::new();
-    let s = pki.serve(&["--max-conns-per-ip", "2", "--max-conns", "3"]);
+    let s = pki
+        .served(&["--max-conns-per-ip", "2", "--max-conns", "3"])
+        .await;
     let config = client_config(&pki.ca, None);
     let mut held = Vec::new();
     for _ in 0..2 {
@@ -192,7 +222,12 @@ async fn per_ip_and_global_connection_caps() {
         held.push(c);
     }
     assert_eq!(bytes_before_close("127.0.0.2", s.addr()).await, b"");
-    assert!(s.log.wait_for(|l| l.contains("max-conns-per-ip")).is_some());
+    assert!(
+        s.log
+            .wait_for(|l| l.contains("max-conns-per-ip"))
+            .await
+            .is_some()
+    );
     let mut third = tls_with(
         config.clone(),
         tcp_from(ip("127.0.0.3"), s.addr()).await.unwrap(),
@@ -204,12 +239,13 @@ async fn per_ip_and_global_connection_caps() {
     assert!(
         s.log
             .wait_for(|l| l.contains("reason=\"max-conns\"") || l.contains("reason=max-conns "))
+            .await
             .is_some(),
         "{}",
         s.log.text()
     );
     drop(held);
-    assert!(s.log.wait_count("closed duration_ms", 2));
+    assert!(s.log.wait_count("closed duration_ms", 2).await);
     assert!(
         echo_from(&pki, "127.0.0.2", s.addr()).await.is_ok(),
         "slots are released on close"
@@ -219,12 +255,19 @@ async fn per_ip_and_global_connection_caps() {
 #[tokio::test]
 async fn rate_limit_with_burst() {
     let pki = Pki::new();
-    let s = pki.serve(&["--rate-per-ip", "0.001", "--rate-burst", "3"]);
+    let s = pki
+        .served(&["--rate-per-ip", "0.001", "--rate-burst", "3"])
+        .await;
     for _ in 0..3 {
         assert!(echo_from(&pki, "127.0.0.2", s.addr()).await.is_ok());
     }
     assert_eq!(bytes_before_close("127.0.0.2", s.addr()).await, b"");
-    assert!(s.log.wait_for(|l| l.contains("rate-per-ip")).is_some());
+    assert!(
+        s.log
+            .wait_for(|l| l.contains("rate-per-ip"))
+            .await
+            .is_some()
+    );
     assert!(
         echo_from(&pki, "127.0.0.3", s.addr()).await.is_ok(),
         "other peers have their own bucket"
@@ -234,7 +277,9 @@ async fn rate_limit_with_burst() {
 #[tokio::test]
 async fn audit_mode_admits_but_reports() {
     let pki = Pki::new();
-    let s = pki.serve(&["--allow", "127.0.0.2", "--firewall-mode", "audit"]);
+    let s = pki
+        .served(&["--allow", "127.0.0.2", "--firewall-mode", "audit"])
+        .await;
     assert_eq!(
         echo_from(&pki, "127.0.0.3", s.addr()).await.unwrap(),
         b"ping\n"
@@ -242,6 +287,7 @@ async fn audit_mode_admits_but_reports() {
     assert!(
         s.log
             .wait_for(|l| l.contains("audit: enforcement would refuse") && l.contains("127.0.0.3"))
+            .await
             .is_some()
     );
 }
@@ -249,15 +295,21 @@ async fn audit_mode_admits_but_reports() {
 #[tokio::test]
 async fn refusal_logs_are_rate_limited() {
     let pki = Pki::new();
-    let s = pki.serve(&["--allow", "127.0.0.2"]);
+    let s = pki.served(&["--allow", "127.0.0.2"]).await;
     for _ in 0..60 {
         let _ = bytes_before_close("127.0.0.3", s.addr()).await;
     }
-    // One accept loop handles connections in order: once this one is logged, so is the flood.
+    // Each refusal is logged (or suppressed) before the server closes that connection, which
+    // bytes_before_close waited for; and one accept loop handles connections in order.
+    assert_eq!(
+        s.metric("tls_echo_connections_refused_total{reason=\"not-allowed\"}"),
+        60.0
+    );
     assert!(echo_from(&pki, "127.0.0.2", s.addr()).await.is_ok());
     assert!(
         s.log
             .wait_for(|l| l.contains("peer=127.0.0.2") && l.contains("connected"))
+            .await
             .is_some()
     );
     let logged = s
@@ -277,7 +329,7 @@ mod mutual_tls {
 
     async fn handshake(
         pki: &Pki,
-        s: &Server,
+        s: &Served,
         identity: Option<(&std::path::Path, &std::path::Path)>,
     ) -> std::io::Result<Vec<u8>> {
         let tcp = TcpStream::connect(s.addr()).await?;
@@ -297,7 +349,9 @@ mod mutual_tls {
         let stranger = Pki::new();
         let (eve, eve_key) = stranger.client("alice");
         let ca = pki.ca.display().to_string();
-        let s = pki.serve(&["--client-ca", &ca, "--allow-client", "alice"]);
+        let s = pki
+            .served(&["--client-ca", &ca, "--allow-client", "alice"])
+            .await;
 
         assert_eq!(
             handshake(&pki, &s, Some((&alice, &alice_key)))
@@ -309,6 +363,7 @@ mod mutual_tls {
         assert!(
             s.log
                 .wait_for(|l| l.contains("client-cert-missing"))
+                .await
                 .is_some(),
             "{}",
             s.log.text()
@@ -321,6 +376,7 @@ mod mutual_tls {
         assert!(
             s.log
                 .wait_for(|l| l.contains("client-name-not-allowed"))
+                .await
                 .is_some(),
             "{}",
             s.log.text()
@@ -329,11 +385,19 @@ mod mutual_tls {
         assert!(
             s.log
                 .wait_for(|l| l.contains("reason=\"client-cert-") && !l.contains("missing"))
+                .await
                 .is_some(),
             "{}",
             s.log.text()
         );
+    }
 
+    /// `check --client-cert` exits 1 for a certificate whose name is not allowed.
+    #[test]
+    fn check_says_a_client_name_would_be_refused() {
+        let pki = Pki::new();
+        let (mallory, _) = pki.client("mallory");
+        let ca = pki.ca.display().to_string();
         let mut a = pki.args();
         a.insert(0, "check".into());
         a.extend(args(&[
@@ -361,7 +425,7 @@ mod proxy_protocol {
 
     async fn via_proxy(
         pki: &Pki,
-        s: &Server,
+        s: &Served,
         from: &str,
         header: &[u8],
     ) -> std::io::Result<Vec<u8>> {
@@ -374,15 +438,17 @@ mod proxy_protocol {
     #[tokio::test]
     async fn trusted_proxies_name_the_client_and_others_are_not_believed() {
         let pki = Pki::new();
-        let s = pki.serve(&[
-            "--proxy-protocol",
-            "--trusted-proxy",
-            "127.0.0.1/32",
-            "--allow",
-            "192.0.2.7",
-            "--allow",
-            "127.0.0.5",
-        ]);
+        let s = pki
+            .served(&[
+                "--proxy-protocol",
+                "--trusted-proxy",
+                "127.0.0.1/32",
+                "--allow",
+                "192.0.2.7",
+                "--allow",
+                "127.0.0.5",
+            ])
+            .await;
         assert_eq!(
             via_proxy(&pki, &s, "127.0.0.1", v1("192.0.2.7").as_bytes())
                 .await
@@ -392,6 +458,7 @@ mod proxy_protocol {
         assert!(
             s.log
                 .wait_for(|l| l.contains("peer=192.0.2.7") && l.contains("via=127.0.0.1"))
+                .await
                 .is_some(),
             "{}",
             s.log.text()
@@ -404,6 +471,7 @@ mod proxy_protocol {
         assert!(
             s.log
                 .wait_for(|l| l.contains("peer=192.0.2.8") && l.contains("not-allowed"))
+                .await
                 .is_some()
         );
         // An untrusted peer's header is not believed: it is not TLS, so the handshake fails.
@@ -415,7 +483,10 @@ mod proxy_protocol {
         // A trusted proxy that sends no header is cut off and counted.
         assert!(via_proxy(&pki, &s, "127.0.0.1", b"").await.is_err());
         assert!(
-            s.log.wait_for(|l| l.contains("proxy-header")).is_some(),
+            s.log
+                .wait_for(|l| l.contains("proxy-header"))
+                .await
+                .is_some(),
             "{}",
             s.log.text()
         );
@@ -427,15 +498,17 @@ mod proxy_protocol {
     #[tokio::test]
     async fn silent_proxy_connections_count_against_max_conns_from_accept() {
         let pki = Pki::new();
-        let s = pki.serve(&[
-            "--proxy-protocol",
-            "--trusted-proxy",
-            "127.0.0.1/32",
-            "--max-conns",
-            "2",
-            "--handshake-timeout",
-            "60s",
-        ]);
+        let s = pki
+            .served(&[
+                "--proxy-protocol",
+                "--trusted-proxy",
+                "127.0.0.1/32",
+                "--max-conns",
+                "2",
+                "--handshake-timeout",
+                "60s",
+            ])
+            .await;
         let mut held = Vec::new();
         for _ in 0..2 {
             held.push(tcp_from(ip("127.0.0.1"), s.addr()).await.unwrap());
@@ -449,26 +522,29 @@ mod proxy_protocol {
             s.log.text()
         );
         assert!(
-            s.log.wait_for(|l| l.contains("max-conns")).is_some(),
+            s.log.wait_for(|l| l.contains("max-conns")).await.is_some(),
             "{}",
             s.log.text()
         );
         drop(held.pop());
-        // Its end is seen as a missing header; the place is freed as that task returns.
+        // Its end is seen as a missing header; the place is freed as that task returns, in the
+        // same poll that logged it (the server's tasks run on this thread), so the next
+        // connection gets it at the first attempt.
         assert!(
-            s.log.wait_for(|l| l.contains("\"proxy-header\"")).is_some(),
+            s.log
+                .wait_for(|l| l.contains("\"proxy-header\""))
+                .await
+                .is_some(),
             "{}",
             s.log.text()
         );
-        let mut served = false;
-        for _ in 0..100 {
-            if let Ok(echo) = via_proxy(&pki, &s, "127.0.0.1", v1("127.0.0.1").as_bytes()).await {
-                served = echo == b"ping\n";
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        assert!(served, "{}", s.log.text());
+        let echo = via_proxy(&pki, &s, "127.0.0.1", v1("127.0.0.1").as_bytes()).await;
+        assert_eq!(
+            echo.ok().as_deref(),
+            Some(&b"ping\n"[..]),
+            "{}",
+            s.log.text()
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 
 /// Sends `payload` in one write, then reads to the close: the reply is `echoed` followed by
 /// exactly the `ERR` line for `code` and close_notify, never a reset.
-async fn err_arrives(pki: &Pki, s: &Server, payload: &[u8], echoed: &[u8], err: &str) {
+async fn err_arrives(pki: &Pki, s: &Served, payload: &[u8], echoed: &[u8], err: &str) {
     let mut c = connect(s.addr(), &pki.ca).await;
     c.write_all(payload)
         .await
@@ -28,10 +28,11 @@ async fn err_arrives(pki: &Pki, s: &Server, payload: &[u8], echoed: &[u8], err: 
 }
 
 /// The close event of a line-too-long connection says how long it lingered.
-fn assert_close_event_has_linger_time(s: &Server) {
+async fn assert_close_event_has_linger_time(s: &Served) {
     let closed = s
         .log
-        .wait_for(|l| l.contains("reason=\"line-too-long\"") && l.contains("linger_ms="));
+        .wait_for(|l| l.contains("reason=\"line-too-long\"") && l.contains("linger_ms="))
+        .await;
     assert!(closed.is_some(), "{}", s.log.text());
 }
 
@@ -41,19 +42,19 @@ fn err_line(code: &str, message: &str) -> String {
 
 #[tokio::test]
 async fn streaming_past_max_line_still_gets_the_err_line() {
-    let (pki, s) = server(&["--max-line", "1024"]);
+    let (pki, s) = served(&["--max-line", "1024"]).await;
     let too_long = err_line("line-too-long", Violation::LineTooLong.message());
     for size in [100_000, 1_000_000] {
         for _ in 0..5 {
             err_arrives(&pki, &s, &vec![b'a'; size], b"", &too_long).await;
         }
     }
-    assert_close_event_has_linger_time(&s);
+    assert_close_event_has_linger_time(&s).await;
 }
 
 #[tokio::test]
 async fn every_err_cause_mid_stream_reaches_the_client() {
-    let (pki, s) = server(&["--max-conn-bytes", "1000"]);
+    let (pki, s) = served(&["--max-conn-bytes", "1000"]).await;
     let mut bad_utf8 = b"ok\n\xff".to_vec();
     bad_utf8.resize(1_000_000, b'a');
     let mut control = b"ok\n\x07".to_vec();
@@ -74,7 +75,7 @@ async fn every_err_cause_mid_stream_reaches_the_client() {
 
 #[tokio::test]
 async fn a_client_that_never_stops_sending_is_closed_at_the_linger_bound() {
-    let (pki, s) = server(&["--max-line", "1024"]);
+    let (pki, s) = served(&["--max-line", "1024"]).await;
     let c = connect(s.addr(), &pki.ca).await;
     let (mut rd, mut wr) = tokio::io::split(c);
     let reader = tokio::spawn(async move { read_to_close(&mut rd).await });
@@ -96,5 +97,5 @@ async fn a_client_that_never_stops_sending_is_closed_at_the_linger_bound() {
     };
     let want = err_line("line-too-long", Violation::LineTooLong.message());
     assert_eq!(String::from_utf8_lossy(&got), want);
-    assert_close_event_has_linger_time(&s);
+    assert_close_event_has_linger_time(&s).await;
 }

@@ -1,15 +1,46 @@
 //! `--metrics-listen`: scrape /metrics over real HTTP and watch the counters move after an
 //! echo, a refusal and a protocol error; the responder's bounds and 404.
+//!
+//! The server and its metrics endpoint run in-process, bound and served by the same calls the
+//! binary makes; one test runs the binary, where SIGTERM and the process exit are the subject.
 
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use common::*;
+use tls_echo::process::scrape;
+use tls_echo::process::systemd::Passed;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
-/// Starts a server with metrics on an ephemeral loopback port; returns it and that port.
+/// Serves in-process with `--metrics-listen 127.0.0.1:0` plus `extra`, and serves /metrics as
+/// the binary does (the listener bound from the configuration by `Passed::metrics_listener`,
+/// `scrape::serve` on it with the server's counters); returns the server and the metrics
+/// address.
+async fn served_with_metrics(extra: &[&str]) -> (Pki, Served, SocketAddr) {
+    let pki = Pki::new();
+    let mut a = vec!["--metrics-listen", "127.0.0.1:0"];
+    a.extend_from_slice(extra);
+    let s = pki.served(&a).await;
+    let listener = Passed::default()
+        .metrics_listener(s.server.config().metrics_listen)
+        .expect("bind --metrics-listen")
+        .expect("a metrics listener");
+    let addr = listener.local_addr().unwrap();
+    // Dropped with the test's runtime; the binary stops it with the server's shutdown token.
+    tokio::spawn(scrape::serve(
+        listener,
+        Arc::clone(s.server.metrics()),
+        CancellationToken::new(),
+    ));
+    (pki, s, addr)
+}
+
+/// Starts the binary with metrics on an ephemeral loopback port; returns it and that port
+/// (which only its log names).
 fn server_with_metrics(extra: &[&str]) -> (Pki, Server, SocketAddr) {
     let pki = Pki::new();
     let mut a = pki.args();
@@ -59,7 +90,7 @@ fn value(body: &str, series: &str) -> f64 {
 
 #[tokio::test]
 async fn counters_move_after_an_echo_a_refusal_and_a_protocol_error() {
-    let (pki, s, metrics) = server_with_metrics(&["--allow", "127.0.0.1"]);
+    let (pki, s, metrics) = served_with_metrics(&["--allow", "127.0.0.1"]).await;
     let before = scrape(metrics).await;
     assert_eq!(value(&before, "tls_echo_connections_accepted_total"), 0.0);
     assert!(
@@ -74,7 +105,7 @@ async fn counters_move_after_an_echo_a_refusal_and_a_protocol_error() {
     c.shutdown().await.unwrap();
     let _ = read_to_close(&mut c).await;
     assert!(
-        s.log.wait_count("reason=\"client-closed\"", 1),
+        s.log.wait_count("reason=\"client-closed\"", 1).await,
         "{}",
         s.log.text()
     );
@@ -88,6 +119,7 @@ async fn counters_move_after_an_echo_a_refusal_and_a_protocol_error() {
     assert!(
         s.log
             .wait_for(|l| l.contains("refused") && l.contains("127.0.0.2"))
+            .await
             .is_some(),
         "{}",
         s.log.text()
@@ -98,8 +130,11 @@ async fn counters_move_after_an_echo_a_refusal_and_a_protocol_error() {
     bad.write_all(b"ok\nbad\x01line\n").await.unwrap();
     bad.flush().await.unwrap();
     let _ = read_to_close(&mut bad).await;
+    // Having read the ERR line and close_notify, the client closes: that ends the server's
+    // linger at once, instead of after its quiet period.
+    drop(bad);
     assert!(
-        s.log.wait_count("reason=\"control-character\"", 1),
+        s.log.wait_count("reason=\"control-character\"", 1).await,
         "{}",
         s.log.text()
     );
@@ -136,21 +171,43 @@ async fn counters_move_after_an_echo_a_refusal_and_a_protocol_error() {
     assert_eq!(value(&after, "tls_echo_connections_active"), 0.0);
 }
 
+/// The reload SIGHUP runs (`Server::reload`), once with good files and once with a broken
+/// certificate.
 #[tokio::test]
 async fn reloads_are_counted_by_outcome() {
-    let (_pki, s, metrics) = server_with_metrics(&[]);
-    s.signal("HUP");
-    assert!(s.log.wait_count("reload applied", 1), "{}", s.log.text());
+    let (pki, s, metrics) = served_with_metrics(&[]).await;
+    s.server.reload().expect("reload");
+    assert!(
+        s.log.wait_count("reload applied", 1).await,
+        "{}",
+        s.log.text()
+    );
     let body = scrape(metrics).await;
     assert_eq!(
         value(&body, "tls_echo_reloads_total{outcome=\"success\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&body, "tls_echo_reloads_total{outcome=\"failure\"}"),
+        0.0
+    );
+
+    pki.write("server.pem", "not a certificate\n");
+    assert!(s.server.reload().is_err());
+    let body = scrape(metrics).await;
+    assert_eq!(
+        value(&body, "tls_echo_reloads_total{outcome=\"success\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&body, "tls_echo_reloads_total{outcome=\"failure\"}"),
         1.0
     );
 }
 
 #[tokio::test]
 async fn anything_but_get_metrics_is_refused_and_the_head_is_bounded() {
-    let (_pki, _s, metrics) = server_with_metrics(&[]);
+    let (_pki, _s, metrics) = served_with_metrics(&[]).await;
     let r = http(metrics, b"GET / HTTP/1.1\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
     let r = http(metrics, b"POST /metrics HTTP/1.1\r\n\r\n").await;
@@ -162,6 +219,8 @@ async fn anything_but_get_metrics_is_refused_and_the_head_is_bounded() {
     assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
 }
 
+/// The binary: SIGTERM stops the echo server and the metrics endpoint together, and the
+/// process exits.
 #[tokio::test]
 async fn the_metrics_endpoint_does_not_hold_up_shutdown() {
     let (_pki, mut s, metrics) = server_with_metrics(&[]);

@@ -7,14 +7,25 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-fn s_client_echo(version: &str) {
+/// The in-process server on this (current-thread) runtime; s_client and the blocking reads of
+/// its output on tokio's blocking pool, so the server keeps serving meanwhile.
+async fn s_client_echo(version: &'static str) {
     let pki = Pki::new();
-    let s = Server::start(&pki.args());
+    let s = pki.served(&[]).await;
+    let (addr, ca) = (s.addr(), pki.ca.clone());
+    let run = tokio::task::spawn_blocking(move || s_client_run(addr, &ca, version));
+    tokio::time::timeout(DEADLINE * 2, run)
+        .await
+        .expect("s_client did not finish within the deadline")
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+}
+
+fn s_client_run(addr: std::net::SocketAddr, ca: &std::path::Path, version: &str) {
     let mut child = Command::new("openssl")
         .args([
             "s_client",
             "-connect",
-            &s.addr().to_string(),
+            &addr.to_string(),
             version,
             "-brief",
             "-verify_return_error",
@@ -22,7 +33,7 @@ fn s_client_echo(version: &str) {
             "127.0.0.1",
             "-CAfile",
         ])
-        .arg(&pki.ca)
+        .arg(ca)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -55,12 +66,12 @@ fn s_client_echo(version: &str) {
     );
 }
 
-#[test]
-fn openssl_s_client_tls13_verifies_and_gets_its_echo() {
-    s_client_echo("-tls1_3");
+#[tokio::test]
+async fn openssl_s_client_tls13_verifies_and_gets_its_echo() {
+    s_client_echo("-tls1_3").await;
 }
 
-#[test]
-fn openssl_s_client_tls12_verifies_and_gets_its_echo() {
-    s_client_echo("-tls1_2");
+#[tokio::test]
+async fn openssl_s_client_tls12_verifies_and_gets_its_echo() {
+    s_client_echo("-tls1_2").await;
 }

@@ -6,43 +6,10 @@
 mod common;
 
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use tokio::io::AsyncWriteExt;
-
-/// A server process started with `cmd`, killed on drop.
-struct Spawned {
-    child: Child,
-    log: Log,
-}
-
-impl Spawned {
-    fn start(mut cmd: Command) -> Spawned {
-        let mut child = cmd
-            .env("RUST_LOG", "info")
-            .env_remove("TLS_ECHO_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let log = Log::default();
-        log.follow_public(child.stderr.take().expect("stderr"));
-        Spawned { child, log }
-    }
-
-    fn signal(&self, sig: &str) {
-        signal(self.child.id(), sig);
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The next notification that is not a watchdog ping.
 fn next_state(sock: &UnixDatagram, log: &Log) -> String {
@@ -68,9 +35,10 @@ fn notifies_ready_reloading_stopping_and_pings_the_watchdog() {
     let mut cmd = Command::new(bin());
     cmd.args(pki.args())
         .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
         .env("NOTIFY_SOCKET", &path)
         .env("WATCHDOG_USEC", "200000");
-    let s = Spawned::start(cmd);
+    let s = Server::from_command(cmd, 1);
 
     assert_eq!(next_state(&sock, &s.log), "READY=1\n");
     // Logged before READY=1 was sent; the log reader may lag behind the datagram.
@@ -119,8 +87,9 @@ async fn serves_on_sockets_passed_by_socket_activation() {
         .arg(bin())
         .args(pki.args())
         // Must be ignored in favour of the passed socket.
-        .args(["--listen", "127.0.0.1:1"]);
-    let s = Spawned::start(cmd);
+        .args(["--listen", "127.0.0.1:1"])
+        .env("RUST_LOG", "info");
+    let s = Server::spawn(cmd);
     let ready = s
         .log
         .wait_for(|l| l.contains("Listening on") && l.contains(&metrics.to_string()));

@@ -68,7 +68,7 @@ async fn negotiate(
 
 #[tokio::test]
 async fn default_client_gets_tls13_with_the_post_quantum_hybrid() {
-    let (pki, s) = server(&[]);
+    let (pki, s) = served(&[]).await;
     let n = negotiate(
         s.addr(),
         client(&pki, &[&version::TLS13, &version::TLS12], None, None),
@@ -81,7 +81,7 @@ async fn default_client_gets_tls13_with_the_post_quantum_hybrid() {
 
 #[tokio::test]
 async fn classical_only_clients_fall_back_to_x25519_or_p256() {
-    let (pki, s) = server(&[]);
+    let (pki, s) = served(&[]).await;
     for (group, name) in [
         (aws_lc_rs::kx_group::X25519, NamedGroup::X25519),
         (aws_lc_rs::kx_group::SECP256R1, NamedGroup::secp256r1),
@@ -97,7 +97,7 @@ async fn classical_only_clients_fall_back_to_x25519_or_p256() {
 
 #[tokio::test]
 async fn every_tls13_suite_is_available() {
-    let (pki, s) = server(&[]);
+    let (pki, s) = served(&[]).await;
     for suite in aws_lc_rs::ALL_CIPHER_SUITES
         .iter()
         .filter(|s| s.version() == &version::TLS13)
@@ -114,7 +114,7 @@ async fn every_tls13_suite_is_available() {
 
 #[tokio::test]
 async fn tls12_offers_only_ecdhe_aead_suites() {
-    let (pki, s) = server(&[]);
+    let (pki, s) = served(&[]).await;
     let mut accepted = Vec::new();
     for suite in aws_lc_rs::ALL_CIPHER_SUITES
         .iter()
@@ -148,7 +148,8 @@ async fn tls12_offers_only_ecdhe_aead_suites() {
             "ALL:COMPLEMENTOFALL:!ECDHE+AESGCM:!ECDHE+CHACHA20:@SECLEVEL=0",
         ],
         None,
-    );
+    )
+    .await;
     assert!(
         !out.status.success()
             && (out.text.contains("Cipher is (NONE)") || out.text.contains("handshake failure")),
@@ -159,7 +160,7 @@ async fn tls12_offers_only_ecdhe_aead_suites() {
 
 #[tokio::test]
 async fn tls13_only_refuses_tls12() {
-    let (pki, s) = server(&["--tls13-only"]);
+    let (pki, s) = served(&["--tls13-only"]).await;
     let err = negotiate(s.addr(), client(&pki, &[&version::TLS12], None, None))
         .await
         .expect_err("TLS 1.2 must be refused");
@@ -173,16 +174,16 @@ async fn tls13_only_refuses_tls12() {
     assert_eq!(n.version, ProtocolVersion::TLSv1_3);
 }
 
-#[test]
-fn openssl_3_0_negotiates_x25519() {
-    let (pki, s) = server(&[]);
+#[tokio::test]
+async fn openssl_3_0_negotiates_x25519() {
     let version = Command::new("openssl")
         .arg("version")
         .output()
         .expect("openssl");
     let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    let (pki, s) = served(&[]).await;
     for v in ["-tls1_3", "-tls1_2"] {
-        let out = s_client(s.addr(), &pki, &[v, "-brief"], Some(b"group\n"));
+        let out = s_client(s.addr(), &pki, &[v, "-brief"], Some(b"group\n")).await;
         assert!(out.status.success(), "{v}: {}", out.text);
         assert!(out.text.contains("Verification: OK"), "{v}: {}", out.text);
         let group = out
@@ -207,7 +208,30 @@ struct SClient {
 
 /// Runs `openssl s_client` with chain and IP verification against `addr`. With `echo`, sends
 /// it and keeps stdin open until it comes back (so the session is not cut short), then closes.
-fn s_client(addr: std::net::SocketAddr, pki: &Pki, extra: &[&str], echo: Option<&[u8]>) -> SClient {
+/// The child and the blocking reads run on tokio's blocking pool, so the in-process server on
+/// the test's (current-thread) runtime keeps serving meanwhile.
+async fn s_client(
+    addr: std::net::SocketAddr,
+    pki: &Pki,
+    extra: &[&str],
+    echo: Option<&[u8]>,
+) -> SClient {
+    let ca = pki.ca.clone();
+    let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+    let echo = echo.map(<[u8]>::to_vec);
+    let run = tokio::task::spawn_blocking(move || s_client_blocking(addr, ca, &extra, echo));
+    tokio::time::timeout(DEADLINE * 3, run)
+        .await
+        .expect("s_client did not finish within the deadline")
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+fn s_client_blocking(
+    addr: std::net::SocketAddr,
+    ca: std::path::PathBuf,
+    extra: &[String],
+    echo: Option<Vec<u8>>,
+) -> SClient {
     let mut child = Command::new("openssl")
         .args([
             "s_client",
@@ -216,7 +240,7 @@ fn s_client(addr: std::net::SocketAddr, pki: &Pki, extra: &[&str], echo: Option<
             "-verify_return_error",
         ])
         .arg("-CAfile")
-        .arg(&pki.ca)
+        .arg(ca)
         .args(["-verify_ip", &addr.ip().to_string()])
         .args(extra)
         .stdin(Stdio::piped())
@@ -242,7 +266,7 @@ fn s_client(addr: std::net::SocketAddr, pki: &Pki, extra: &[&str], echo: Option<
     }
     drop(tx);
     let mut got = Vec::new();
-    if let Some(msg) = echo {
+    if let Some(msg) = echo.as_deref() {
         stdin.write_all(msg).expect("write to s_client");
         let until = std::time::Instant::now() + DEADLINE;
         while !got.windows(msg.len()).any(|w| w == msg) {

@@ -133,11 +133,6 @@ impl Pki {
 pub struct Log(Arc<(Mutex<Vec<String>>, Condvar)>);
 
 impl Log {
-    /// Collects the lines of `stream` (a child's stderr) in the background.
-    pub fn follow_public(&self, stream: impl std::io::Read + Send + 'static) {
-        self.follow(stream)
-    }
-
     fn follow(&self, stream: impl std::io::Read + Send + 'static) {
         let log = self.clone();
         std::thread::spawn(move || {
@@ -224,20 +219,8 @@ impl Server {
             .expect("ready file")
             .into_temp_path();
         std::fs::remove_file(&ready).expect("remove ready file");
-        cmd.arg("--ready-file")
-            .arg(&ready)
-            .env_remove("TLS_ECHO_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn tls-echo");
-        let log = Log::default();
-        log.follow(child.stderr.take().expect("stderr"));
-        let mut server = Server {
-            child,
-            addrs: vec![],
-            log,
-        };
+        cmd.arg("--ready-file").arg(&ready);
+        let mut server = Server::spawn(cmd);
         let until = Instant::now() + DEADLINE;
         let text = loop {
             if let Ok(text) = std::fs::read_to_string(&ready) {
@@ -256,6 +239,23 @@ impl Server {
         server.addrs = text.lines().map(|l| l.parse().expect("address")).collect();
         assert_eq!(server.addrs.len(), listeners, "log:\n{}", server.log.text());
         server
+    }
+
+    /// Spawns `cmd` and follows its stderr, without waiting for anything (a server behind
+    /// `systemd-socket-activate` starts only at the first connection).
+    pub fn spawn(mut cmd: Command) -> Server {
+        cmd.env_remove("TLS_ECHO_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn tls-echo");
+        let log = Log::default();
+        log.follow(child.stderr.take().expect("stderr"));
+        Server {
+            child,
+            addrs: vec![],
+            log,
+        }
     }
 
     /// The first bound address.
