@@ -2,9 +2,11 @@
 //! file over defaults, checked once at start-up and passed down read-only. Pure: start-up reads
 //! the files and creates the `--dev` material; this module only parses and checks.
 
+mod duration;
 mod options;
 
-pub use options::{LogFormat, Options, Seconds};
+pub use duration::Seconds;
+pub use options::{LogFormat, Options};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
