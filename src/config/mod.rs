@@ -53,15 +53,12 @@ pub enum ConfigError {
     /// The config file cannot be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
-        /// The file.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
     /// The config file does not parse or has an unknown key or bad value.
     #[error("config file {path}: {message}")]
     Parse {
-        /// The file.
         path: PathBuf,
         /// toml's message, with line, column and key.
         message: String,

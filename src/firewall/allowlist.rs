@@ -16,19 +16,15 @@ pub enum AllowFileError {
     /// The file cannot be read.
     #[error("cannot read allow-file {path}: {source}")]
     Read {
-        /// The file.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
     /// An entry is invalid.
     #[error("{path}:{line}: {source}")]
     Entry {
-        /// The file.
         path: PathBuf,
         /// 1-based line number.
         line: usize,
-        /// Why.
         source: EntryError,
     },
 }
