@@ -2,9 +2,11 @@
 //! file over defaults, checked once at start-up and passed down read-only. Pure: start-up reads
 //! the files and creates the `--dev` material; this module only parses and checks.
 
+mod duration;
 mod options;
 
-pub use options::{LogFormat, Options, Seconds};
+pub use duration::Seconds;
+pub use options::{LogFormat, Options};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -51,15 +53,12 @@ pub enum ConfigError {
     /// The config file cannot be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
-        /// The file.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
     /// The config file does not parse or has an unknown key or bad value.
     #[error("config file {path}: {message}")]
     Parse {
-        /// The file.
         path: PathBuf,
         /// toml's message, with line, column and key.
         message: String,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub mod allowlist;
+mod cidr;
 pub mod limits;
 
 use crate::metrics::Metrics;

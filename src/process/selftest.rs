@@ -41,12 +41,7 @@ pub enum SelfTestError {
     },
     /// The echo came back different or not at all.
     #[error("self-test: echo mismatch: sent {sent:?}, got back {got:?}")]
-    Echo {
-        /// The probe.
-        sent: String,
-        /// What came back.
-        got: String,
-    },
+    Echo { sent: String, got: String },
     /// The echo loop ended other than by the client closing.
     #[error("self-test: the echo loop ended with '{0}' instead of client-closed")]
     Ending(&'static str),

@@ -32,7 +32,6 @@ pub struct Passed {
 pub struct ActivationError {
     /// Position in `LISTEN_FDS`, counted from 0 (fd 3).
     pub index: usize,
-    /// Why.
     pub source: std::io::Error,
 }
 

@@ -13,7 +13,6 @@ use super::TlsError;
 /// What one CRL file says about itself.
 #[derive(Debug, Clone)]
 pub struct CrlInfo {
-    /// The file.
     pub path: PathBuf,
     /// Issuer distinguished name, as text.
     pub issuer: String,

@@ -15,111 +15,57 @@ pub enum TlsError {
     Read {
         /// certificate, key, client CA.
         what: &'static str,
-        /// The file.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
     /// The PEM text is damaged.
     #[error("{path}: not valid PEM: {detail}")]
-    Pem {
-        /// The file.
-        path: PathBuf,
-        /// What the parser said.
-        detail: String,
-    },
+    Pem { path: PathBuf, detail: String },
     /// No CERTIFICATE block in the file.
     #[error(
         "{path}: no certificate found; expected PEM blocks starting '-----BEGIN CERTIFICATE-----' (leaf first, then intermediates)"
     )]
-    NoCertificate {
-        /// The file.
-        path: PathBuf,
-    },
+    NoCertificate { path: PathBuf },
     /// No key block in the file.
     #[error(
         "{path}: no private key found; expected an unencrypted PEM 'PRIVATE KEY' (PKCS#8), 'EC PRIVATE KEY' (SEC1) or 'RSA PRIVATE KEY' (PKCS#1) block"
     )]
-    NoKey {
-        /// The file.
-        path: PathBuf,
-    },
+    NoKey { path: PathBuf },
     /// The key is password-protected.
     #[error(
         "{path}: the private key is encrypted, which is not supported (the server cannot prompt for a passphrase); decrypt it once with: openssl pkey -in {path} -out server.key && chmod 600 server.key"
     )]
-    EncryptedKey {
-        /// The file.
-        path: PathBuf,
-    },
+    EncryptedKey { path: PathBuf },
     /// The key type is not usable.
     #[error(
         "{path}: unsupported private key: {detail} (use ECDSA P-256/P-384, Ed25519 or RSA >= 2048)"
     )]
-    UnsupportedKey {
-        /// The file.
-        path: PathBuf,
-        /// What rustls said.
-        detail: String,
-    },
+    UnsupportedKey { path: PathBuf, detail: String },
     /// The key does not belong to the leaf certificate.
     #[error(
         "{key} does not match the certificate in {cert}: the key's public half differs from the leaf's; pass the key that was used to create this certificate"
     )]
-    KeyMismatch {
-        /// Certificate file.
-        cert: PathBuf,
-        /// Key file.
-        key: PathBuf,
-    },
+    KeyMismatch { cert: PathBuf, key: PathBuf },
     /// The leaf cannot be parsed as X.509.
     #[error("{path}: the first certificate is not valid X.509: {detail}")]
-    BadCertificate {
-        /// The file.
-        path: PathBuf,
-        /// Parser message.
-        detail: String,
-    },
+    BadCertificate { path: PathBuf, detail: String },
     /// The client CA bundle cannot be used.
     #[error("{path}: unusable client CA bundle: {detail}")]
-    ClientCa {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        detail: String,
-    },
+    ClientCa { path: PathBuf, detail: String },
     /// A `--client-crl` file cannot be used.
     #[error("{path}: unusable client CRL: {detail}")]
-    Crl {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        detail: String,
-    },
+    Crl { path: PathBuf, detail: String },
     /// An `--ocsp-response` file cannot be stapled.
     #[error("{path}: unusable OCSP response: {detail}")]
-    Ocsp {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        detail: String,
-    },
+    Ocsp { path: PathBuf, detail: String },
     /// The `--ticket-keys` file cannot be used.
     #[error("{path}: unusable ticket key file: {detail}")]
-    TicketKeys {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        detail: String,
-    },
+    TicketKeys { path: PathBuf, detail: String },
     /// `--strict-sni` with a default certificate that names no host.
     #[error(
         "{path}: --strict-sni needs DNS names in the first (default) certificate, and it has none (the start-up self-test connects with one of them)"
     )]
-    StrictSniWithoutNames {
-        /// The certificate file.
-        path: PathBuf,
-    },
+    StrictSniWithoutNames { path: PathBuf },
     /// Anything else rustls refused.
     #[error("TLS configuration refused: {0}")]
     Rustls(#[from] rustls::Error),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,8 +24,10 @@ use crate::metrics::Metrics;
 use crate::proxy::{self, Origin};
 use crate::tls::{self, TlsError, TlsMaterial};
 
-/// Pending connections the kernel queues per listener.
-const BACKLOG: u32 = 1024;
+mod listen;
+
+pub use listen::{BindError, bind};
+
 /// First and longest pause after a failed accept (EMFILE and the like).
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
 
@@ -41,15 +43,6 @@ pub enum LoadError {
     /// The reload task itself failed (a bug): nothing was swapped.
     #[error("reload task failed: {0}")]
     Panicked(String),
-}
-
-/// A listen address that cannot be bound.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}{hint}")]
-pub struct BindError {
-    addr: SocketAddr,
-    source: std::io::Error,
-    hint: &'static str,
 }
 
 /// What a reload replaces, read from files as one value and swapped in whole: new connections
@@ -298,29 +291,4 @@ impl Server {
         }
         std::future::pending().await
     }
-}
-
-/// Binds every address (SO_REUSEADDR, so a restart does not wait for TIME_WAIT).
-pub fn bind(addrs: &[SocketAddr], reuse_port: bool) -> Result<Vec<TcpListener>, BindError> {
-    addrs
-        .iter()
-        .map(|&addr| {
-            let fail = |source: std::io::Error| {
-                let hint = match source.kind() {
-                    std::io::ErrorKind::AddrInUse => " (another process holds this port: find it with `ss -ltnp`, or choose another --listen)",
-                    std::io::ErrorKind::PermissionDenied => " (ports below 1024 need CAP_NET_BIND_SERVICE or systemd socket activation)",
-                    std::io::ErrorKind::AddrNotAvailable => " (no local interface has this address)",
-                    _ => "",
-                };
-                BindError { addr, source, hint }
-            };
-            let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(fail)?;
-            socket.set_reuseaddr(true).map_err(fail)?;
-            if reuse_port {
-                socket.set_reuseport(true).map_err(fail)?;
-            }
-            socket.bind(addr).map_err(fail)?;
-            socket.listen(BACKLOG).map_err(fail)
-        })
-        .collect()
 }
