@@ -53,8 +53,8 @@ impl Haproxy {
             .spawn()
             .expect("spawn haproxy");
         let log = Log::default();
-        log.follow_public(child.stdout.take().expect("stdout"));
-        log.follow_public(child.stderr.take().expect("stderr"));
+        log.follow(child.stdout.take().expect("stdout"));
+        log.follow(child.stderr.take().expect("stderr"));
         Haproxy {
             child,
             log,

@@ -133,12 +133,13 @@ impl Server {
         let live = result?;
         self.metrics
             .set_cert_not_after(live.tls.soonest_not_after());
-        info!(
-            cert_expires_in_days = live.tls.leaf.seconds_left() / 86_400,
-            allow_entries = live.allow.len(),
-            "reload applied"
-        );
+        let (days_left, allow_entries) = (live.tls.leaf.seconds_left() / 86_400, live.allow.len());
+        // Swapped before it is logged: a client that acts on the log line gets the new material.
         self.live.send_replace(Arc::new(live));
+        info!(
+            cert_expires_in_days = days_left,
+            allow_entries, "reload applied"
+        );
         Ok(())
     }
 

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::subscriber::DefaultGuard;
 
 use tls_echo::config::{Config, Options};
+use tls_echo::process::startup;
 use tls_echo::server::{self, Server};
 
 use super::DEADLINE;
@@ -122,9 +123,10 @@ impl Served {
             .finish();
         let logging = tracing::subscriber::set_default(subscriber);
         let argv = std::iter::once("tls-echo".to_string()).chain(args.iter().cloned());
-        let mut options = Argv::try_parse_from(argv)
+        let options = Argv::try_parse_from(argv)
             .map_err(|e| e.to_string())?
             .options;
+        let mut options = startup::options(options).map_err(|e| e.to_string())?;
         if options.listen.is_empty() {
             options.listen = vec!["127.0.0.1:0".parse().unwrap()];
         }

@@ -133,7 +133,7 @@ impl Pki {
 pub struct Log(Arc<(Mutex<Vec<String>>, Condvar)>);
 
 impl Log {
-    fn follow(&self, stream: impl std::io::Read + Send + 'static) {
+    pub fn follow(&self, stream: impl std::io::Read + Send + 'static) {
         let log = self.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
