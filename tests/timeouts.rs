@@ -163,7 +163,9 @@ async fn until_close(pki: &Pki, extra: &[&str], input: &[u8]) -> (String, Durati
 async fn idle_and_lifetime_and_byte_limits_end_with_an_err_line() {
     let pki = Pki::new();
     let second = Duration::from_secs(1);
-    let cases: [(&[&str], &[u8], &str, Option<Duration>); 3] = [
+    // (options, what the client sends, what it reads back first, when the close must come)
+    type Case = (&'static [&'static str], &'static [u8], &'static str, Option<Duration>);
+    let cases: [Case; 3] = [
         (
             &["--idle-timeout", "1s"],
             b"a partial line that never ends",
@@ -193,7 +195,7 @@ async fn idle_and_lifetime_and_byte_limits_end_with_an_err_line() {
             );
         }
         // The close is counted once the lingering close after the ERR line ends.
-        let reason = want.split('\n').last().unwrap()["ERR ".len()..].trim_end();
+        let reason = want.split('\n').next_back().unwrap()["ERR ".len()..].trim_end();
         let closed = format!("reason=\"{reason}\"");
         assert!(
             s.log
