@@ -164,7 +164,12 @@ async fn idle_and_lifetime_and_byte_limits_end_with_an_err_line() {
     let pki = Pki::new();
     let second = Duration::from_secs(1);
     // (options, what the client sends, what it reads back first, when the close must come)
-    type Case = (&'static [&'static str], &'static [u8], &'static str, Option<Duration>);
+    type Case = (
+        &'static [&'static str],
+        &'static [u8],
+        &'static str,
+        Option<Duration>,
+    );
     let cases: [Case; 3] = [
         (
             &["--idle-timeout", "1s"],

@@ -11,7 +11,7 @@ use super::startup;
 use crate::config::{Config, Options};
 use crate::firewall::FirewallMode;
 use crate::firewall::allowlist;
-use crate::tls::certinfo::CertInfo;
+use crate::tls::certinfo::{CertInfo, EXPIRY_WARNING_DAYS};
 use crate::tls::{self, KeyMode, key_mode};
 
 /// `tls-echo check`.
@@ -27,9 +27,6 @@ pub struct CheckArgs {
     #[arg(long, value_name = "FILE", requires = "peer")]
     pub client_cert: Option<PathBuf>,
 }
-
-/// Days of validity under which `check` warns.
-pub const EXPIRY_WARNING_DAYS: i64 = 14;
 
 /// A running tally of the report.
 #[derive(Default)]

@@ -7,10 +7,10 @@ use std::path::Path;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use super::check;
 use crate::config::defaults::DEV_DIR;
 use crate::config::{Config, ConfigError, Options};
 use crate::server::Server;
+use crate::tls::certinfo::EXPIRY_WARNING_DAYS;
 use crate::tls::{KeyMode, key_mode};
 use crate::tools::certs;
 
@@ -75,7 +75,7 @@ pub fn announce(server: &Server, listeners: &[TcpListener]) {
         let (cert, leaf) = (served.identity.cert.display(), &served.info);
         if leaf.seconds_left() <= 0 {
             warn!(%cert, subject = %leaf.subject, "certificate has EXPIRED: clients will refuse it");
-        } else if leaf.seconds_left() < check::EXPIRY_WARNING_DAYS * 86_400 {
+        } else if leaf.seconds_left() < EXPIRY_WARNING_DAYS * 86_400 {
             warn!(%cert, days_left = leaf.seconds_left() / 86_400, "certificate expires soon");
         }
     }

@@ -5,6 +5,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+/// Days of validity under which start-up and `check` warn that a certificate expires soon.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
 /// Names and validity of one certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {
