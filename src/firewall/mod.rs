@@ -1,7 +1,7 @@
-//! The gate between `accept()` and TLS: may this address connect now? It applies the allowlist,
-//! the global connection cap (taken at accept), then the allowlist and the per-peer limits, before a single TLS byte
-//! is read or written. Refusals are counted and logged at warn, rate-limited so that a flood
-//! cannot flood the logs.
+//! The gate between `accept()` and TLS: may this address connect now? The global connection cap
+//! is taken at accept ([`Firewall::seat`]); then the allowlist and the per-peer limits decide
+//! ([`Firewall::admit`]), all before a single TLS byte is read or written. Refusals are counted
+//! and logged at warn, rate-limited so that a flood cannot flood the logs.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
