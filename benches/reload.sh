@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Echo latency while the server reloads (issue 11): the server pinned to CPU 0 (one runtime
+# worker, as in a one-core container), `tls-echo bench pingpong` pinned to CPU 1, and SIGHUP
+# every INTERVAL during the measured window; the same run without reloads as the baseline.
+# Each binary and case is run ROUNDS times, alternating binaries, so drift hits all alike.
+#
+#   bash benches/reload.sh OLD_BIN NEW_BIN      # e.g. a build of an older commit vs this one
+#   ROUNDS=5 INTERVAL=0.02 bash benches/reload.sh target/release/tls-echo
+#
+# Prints one line per run: binary, case, round, msgs/s, p50/p99/p99.9 in microseconds.
+# Loopback only; each run is bounded by DURATION.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 1 ] || set -- target/release/tls-echo
+ROUNDS=${ROUNDS:-3}
+INTERVAL=${INTERVAL:-0.05}
+DURATION=${DURATION:-6s}
+PORT=${PORT:-4491}
+BENCH=${BENCH:-${!#}}
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+"$BENCH" gen-certs --out "$work/certs" >/dev/null
+C=$work/certs
+
+run() { # BIN CASE ROUND
+  local bin=$1 case=$2 round=$3 hup=
+  RUST_LOG=warn taskset -c 0 "$bin" --cert "$C/server.pem" --key "$C/server.key" \
+    --listen "127.0.0.1:$PORT" --rate-per-ip 1000000 --rate-burst 1000000 \
+    >"$work/server.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 100); do
+    ss -Hltn "sport = :$PORT" | grep -q . && break
+    sleep 0.1
+  done
+  if [ "$case" = reloading ]; then
+    (while kill -HUP "$server_pid" 2>/dev/null; do sleep "$INTERVAL"; done) &
+    hup=$!
+  fi
+  taskset -c 1 "$BENCH" bench pingpong --conns 16 --size 64 --duration "$DURATION" \
+    --connect "127.0.0.1:$PORT" --ca "$C/ca.pem" --json >"$work/out.json" 2>/dev/null
+  [ -n "$hup" ] && kill "$hup" 2>/dev/null
+  kill "$server_pid"
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=
+  python3 - "$bin" "$case" "$round" "$work/out.json" <<'PY'
+import json, sys
+bin_, case, rnd, path = sys.argv[1:]
+o = json.loads(open(path).read().splitlines()[-1])
+print(f"{bin_}\t{case}\tround {rnd}\t{o.get('rate', o.get('msgs_per_s', 0)):.0f}/s\t"
+      f"p50 {o['p50_us']}\tp99 {o['p99_us']}\tp99.9 {o['p999_us']}")
+PY
+}
+
+for round in $(seq "$ROUNDS"); do
+  for case in quiet reloading; do
+    for bin in "$@"; do
+      run "$bin" "$case" "$round"
+    done
+  done
+done
