@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Echo latency while the server reloads (issue 11): the server pinned to CPU 0 (one runtime
 # worker, as in a one-core container), `tls-echo bench pingpong` pinned to CPU 1, and SIGHUP
-# every INTERVAL during the measured window; the same run without reloads as the baseline.
+# every INTERVAL during the measured window; the same run without reloads as the baseline. The
+# allow-file has ALLOW_ENTRIES lines (default 100,000), so that a reload has real work to do.
 # Each binary and case is run ROUNDS times, alternating binaries, so drift hits all alike.
 #
 #   bash benches/reload.sh OLD_BIN NEW_BIN      # e.g. a build of an older commit vs this one
@@ -26,15 +27,26 @@ cleanup() {
 trap cleanup EXIT
 "$BENCH" gen-certs --out "$work/certs" >/dev/null
 C=$work/certs
+# A large allow-file makes each reload cost what a big deployment's does (parsing 10^5 lines):
+# a reload that blocks the only worker then shows in the echo latency.
+ALLOW_ENTRIES=${ALLOW_ENTRIES:-100000}
+python3 - "$ALLOW_ENTRIES" >"$work/allow.txt" <<'PY'
+import sys
+n = int(sys.argv[1])
+print("127.0.0.0/8")
+for i in range(n):
+    print(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}/32")
+PY
 
 run() { # BIN CASE ROUND
-  local bin=$1 case=$2 round=$3 hup=
-  RUST_LOG=warn taskset -c 0 "$bin" --cert "$C/server.pem" --key "$C/server.key" \
-    --listen "127.0.0.1:$PORT" --rate-per-ip 1000000 --rate-burst 1000000 \
-    >"$work/server.log" 2>&1 &
+  local bin=$1 case=$2 round=$3 hup= log
+  log=$(mktemp -p "$work")
+  RUST_LOG=info taskset -c 0 "$bin" --cert "$C/server.pem" --key "$C/server.key" \
+    --listen "127.0.0.1:$PORT" --rate-per-ip 1000000 --rate-burst 1000000 --allow-file "$work/allow.txt" \
+    >"$log" 2>&1 &
   server_pid=$!
-  for _ in $(seq 100); do
-    ss -Hltn "sport = :$PORT" | grep -q . && break
+  for _ in $(seq 100); do # serving once the self-test has passed
+    grep -q "self-test passed" "$log" && break
     sleep 0.1
   done
   if [ "$case" = reloading ]; then
@@ -42,9 +54,9 @@ run() { # BIN CASE ROUND
     hup=$!
   fi
   taskset -c 1 "$BENCH" bench pingpong --conns 16 --size 64 --duration "$DURATION" \
-    --connect "127.0.0.1:$PORT" --ca "$C/ca.pem" --json >"$work/out.json" 2>/dev/null
-  [ -n "$hup" ] && kill "$hup" 2>/dev/null
-  kill "$server_pid"
+    --connect "127.0.0.1:$PORT" --ca "$C/ca.pem" --json >"$work/out.json" 2>/dev/null || true
+  if [ -n "$hup" ]; then kill "$hup" 2>/dev/null || true; fi
+  kill "$server_pid" 2>/dev/null || true
   wait "$server_pid" 2>/dev/null || true
   server_pid=
   python3 - "$bin" "$case" "$round" "$work/out.json" <<'PY'
@@ -52,7 +64,7 @@ import json, sys
 bin_, case, rnd, path = sys.argv[1:]
 o = json.loads(open(path).read().splitlines()[-1])
 print(f"{bin_}\t{case}\tround {rnd}\t{o.get('rate', o.get('msgs_per_s', 0)):.0f}/s\t"
-      f"p50 {o['p50_us']}\tp99 {o['p99_us']}\tp99.9 {o['p999_us']}")
+      f"p50 {o['p50_us']}\tp99 {o['p99_us']}\tp99.9 {o['p999_us']}\terrors {o.get('errors', '?')}")
 PY
 }
 
