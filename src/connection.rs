@@ -8,11 +8,11 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 use tracing::{Span, debug, info};
 
-use crate::echo::{self, Stop, Tally};
+use crate::echo::{Stop, Tally};
+use crate::engine;
 use crate::firewall::{Pass, Refusal, Seat};
 use crate::proxy::{self, Origin};
 use crate::server::State;
-use crate::tls::{self, handshake_failure_reason};
 
 /// A connection from a trusted proxy: reads the PROXY header, then applies the firewall to the
 /// client it names (a LOCAL header, e.g. a health check, stands for the proxy itself).
@@ -51,11 +51,11 @@ pub async fn run(state: Arc<State>, stream: TcpStream, peer: SocketAddr, pass: P
     let material = state.tls.load_full();
     let handshake = tokio::select! {
         () = state.shutdown.cancelled() => return,
-        r = tokio::time::timeout(state.config.handshake_timeout, tls::accept(&material, stream)) => r,
+        r = tokio::time::timeout(state.config.handshake_timeout, engine::accept(&material, stream)) => r,
     };
-    let mut tls = match handshake {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return handshake_failed(&state, handshake_failure_reason(&e), &e),
+    let session = match handshake {
+        Ok(Ok(session)) => session,
+        Ok(Err(e)) => return handshake_failed(&state, e.reason(), &e),
         Err(_) => {
             return handshake_failed(
                 &state,
@@ -66,23 +66,14 @@ pub async fn run(state: Arc<State>, stream: TcpStream, peer: SocketAddr, pass: P
     };
     state.metrics.handshake_done(started.elapsed());
     {
-        let (_, session) = tls.get_ref();
+        let facts = session.facts();
         info!(
-            version = session
-                .protocol_version()
-                .and_then(|v| v.as_str())
-                .unwrap_or("?"),
-            suite = session
-                .negotiated_cipher_suite()
-                .and_then(|s| s.suite().as_str())
-                .unwrap_or("?"),
-            group = session
-                .negotiated_key_exchange_group()
-                .and_then(|g| g.name().as_str())
-                .unwrap_or("?"),
-            sni = session.server_name().unwrap_or(""),
-            alpn = session
-                .alpn_protocol()
+            version = facts.version,
+            suite = facts.suite,
+            group = facts.group,
+            sni = facts.sni,
+            alpn = facts
+                .alpn
                 .map(String::from_utf8_lossy)
                 .unwrap_or_default()
                 .as_ref(),
@@ -104,7 +95,7 @@ pub async fn run(state: Arc<State>, stream: TcpStream, peer: SocketAddr, pass: P
     };
     tokio::pin!(stop);
     let mut tally = Tally::default();
-    let ending = echo::run(&mut tls, &state.config.echo, stop, &mut tally).await;
+    let ending = session.echo(&state.config.echo, stop, &mut tally).await;
     state.metrics.closed(ending, &tally);
     info!(
         duration_ms = started.elapsed().as_millis() as u64,

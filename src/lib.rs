@@ -29,6 +29,7 @@ pub mod client;
 pub mod config;
 pub mod connection;
 pub mod echo;
+pub mod engine;
 pub mod firewall;
 pub mod lifecycle;
 pub mod limits;

@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_rustls::TlsConnector;
 use tracing::info;
 
-use crate::echo::{self, Ending, Tally};
+use crate::echo::{Ending, Tally};
+use crate::engine;
 use crate::server::State;
 use crate::tls;
 
@@ -94,10 +95,12 @@ async fn exercise(state: &State) -> Result<Outcome, SelfTestError> {
         .unwrap_or_else(|| "tls-echo.self-test".into());
     let served = Arc::clone(&material);
     let server = tokio::spawn(async move {
-        let mut stream = tls::accept(&served, server_io).await?;
+        let session = engine::accept(&served, server_io)
+            .await
+            .map_err(engine::HandshakeError::into_io)?;
         let mut tally = Tally::default();
         let stop = std::pin::pin!(std::future::pending());
-        Ok::<_, std::io::Error>(echo::run(&mut stream, &limits, stop, &mut tally).await)
+        Ok::<_, std::io::Error>(session.echo(&limits, stop, &mut tally).await)
     });
     let probe = probe(state);
     let client = client_side(

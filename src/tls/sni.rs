@@ -22,7 +22,7 @@ use crate::certinfo::CertInfo;
 
 /// A fatal `unrecognized_name` (112) alert in a TLS 1.2-versioned plaintext record: what the
 /// server sends before any ServerHello, so the record needs no keys.
-const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+pub(crate) const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
 
 /// One served certificate and the DNS names it answers for.
 #[derive(Debug)]
@@ -36,7 +36,7 @@ pub(crate) struct Entry {
 #[derive(Debug)]
 pub(crate) struct Resolver {
     entries: Vec<Entry>,
-    strict: bool,
+    pub(crate) strict: bool,
 }
 
 impl Resolver {
