@@ -87,36 +87,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut hello = Vec::new();
-    let mut acceptor = Acceptor::default();
-    let accepted = loop {
-        let start = hello.len();
-        let n = poll_fn(|cx| poll_read_append(&mut io, cx, &mut hello)).await?;
-        if n == 0 {
-            return Err(handshake_eof());
-        }
-        let mut fresh = &hello[start..];
-        while !fresh.is_empty() {
-            if acceptor.read_tls(&mut fresh)? == 0 {
-                return Err(std::io::Error::other("ClientHello buffer full").into());
-            }
-        }
-        match acceptor.accept() {
-            Ok(None) => continue,
-            Ok(Some(accepted)) => break accepted,
-            Err((e, mut alert)) => {
-                let mut bytes = Vec::new();
-                let _ = alert.write_all(&mut bytes);
-                let _ = io.write_all(&bytes).await;
-                let _ = io.flush().await;
-                return Err(tls_error(e));
-            }
-        }
-    };
-    let name = accepted
-        .client_hello()
-        .server_name()
-        .map(|n| n.to_ascii_lowercase().into_boxed_str());
-    drop(accepted);
+    // Boxed for the handshake only: inline, the ClientHello reader (about 1.5 KiB) would be
+    // part of every connection task's allocation for the connection's whole life.
+    let name = Box::pin(read_client_hello(&mut io, &mut hello)).await?;
     if material.sni.strict && !name.as_deref().is_some_and(|n| material.sni.covers(n)) {
         let _ = io.write_all(&sni::UNRECOGNIZED_NAME_ALERT).await;
         let _ = io.flush().await;
@@ -154,6 +127,47 @@ where
             _ => {}
         }
     }
+}
+
+/// Reads until rustls's `Acceptor` has a whole ClientHello; returns the SNI it names (lower
+/// case). Every byte read stays in `hello`, to be replayed into the connection. Its own
+/// function so that the `Accepted` value is not part of the connection task's size.
+async fn read_client_hello<S>(
+    io: &mut S,
+    hello: &mut Vec<u8>,
+) -> Result<Option<Box<str>>, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut acceptor = Acceptor::default();
+    let accepted = loop {
+        let start = hello.len();
+        let n = poll_fn(|cx| poll_read_append(&mut *io, cx, &mut *hello)).await?;
+        if n == 0 {
+            return Err(handshake_eof());
+        }
+        let mut fresh = &hello[start..];
+        while !fresh.is_empty() {
+            if acceptor.read_tls(&mut fresh)? == 0 {
+                return Err(std::io::Error::other("ClientHello buffer full").into());
+            }
+        }
+        match acceptor.accept() {
+            Ok(None) => continue,
+            Ok(Some(accepted)) => break accepted,
+            Err((e, mut alert)) => {
+                let mut bytes = Vec::new();
+                let _ = alert.write_all(&mut bytes);
+                let _ = io.write_all(&bytes).await;
+                let _ = io.flush().await;
+                return Err(tls_error(e));
+            }
+        }
+    };
+    Ok(accepted
+        .client_hello()
+        .server_name()
+        .map(|n| n.to_ascii_lowercase().into_boxed_str()))
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
