@@ -175,6 +175,8 @@ pub(crate) struct Conn<S> {
     pub(crate) muted: bool,
     /// During the handshake: stop before the first record after it.
     pub(crate) handshaking: bool,
+    /// rustls refused the peer's data: the connection is never processed again.
+    failed: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -189,6 +191,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             broken: false,
             muted: false,
             handshaking: true,
+            failed: false,
         }
     }
 
@@ -258,6 +261,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Processes the records in `buf`; returns how many bytes are consumed and why it stopped.
     fn pump(
+        &mut self,
+        buf: &mut [u8],
+        plain: &mut Vec<u8>,
+        out: &mut OutBuf,
+        sink: &mut dyn Sink,
+    ) -> (usize, PassEnd) {
+        if self.failed {
+            return (
+                0,
+                PassEnd::Error(rustls::Error::General("failed before".into())),
+            );
+        }
+        let (consumed, end) = self.pump_records(buf, plain, out, sink);
+        self.failed = matches!(end, PassEnd::Error(_));
+        (consumed, end)
+    }
+
+    fn pump_records(
         &mut self,
         buf: &mut [u8],
         plain: &mut Vec<u8>,
@@ -352,8 +373,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// handshake records (TLS 1.3 refuses ALPN after queuing its ServerHello): take them all
     /// for a last-gasp write, as a buffered connection would.
     fn queue_alert(&mut self, buf: &mut [u8], out: &mut OutBuf) {
+        // Only while records are queued: rustls hands those out before it would look at the
+        // received bytes again (which would raise the same error a second time).
         let mut start = 0;
-        for _ in 0..64 {
+        while self.tls.wants_write() {
             let status = self.tls.process_tls_records(&mut buf[start..]);
             start += status.discard;
             match status.state {
@@ -362,7 +385,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         return;
                     }
                 }
-                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
                 _ => return,
             }
         }

@@ -206,9 +206,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tally,
         };
         let mut stop = stop;
-        let ending = echo.serve(stop.as_mut()).await;
-        // A stop that has fired must not be polled again; one still pending cuts the linger.
-        let stop = (!matches!(ending, Ending::Stopped(_))).then_some(stop);
+        let mut fired = false;
+        let ending = echo.serve(stop.as_mut(), &mut fired).await;
+        // A stop that has fired must not be polled again (also when the shutdown drain ended
+        // otherwise, e.g. on a bad line: the old loop polled it again there and panicked); one
+        // still pending cuts the linger.
+        let stop = (!fired).then_some(stop);
         echo.close(ending, stop).await;
         ending
     }
@@ -229,7 +232,11 @@ enum After {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Echo<'_, S> {
-    async fn serve<F: Future<Output = Stop>>(&mut self, mut stop: Pin<&mut F>) -> Ending {
+    async fn serve<F: Future<Output = Stop>>(
+        &mut self,
+        mut stop: Pin<&mut F>,
+        fired: &mut bool,
+    ) -> Ending {
         // One timer for the connection's life, moved forward per line.
         let idle = tokio::time::sleep(self.limits.idle_timeout);
         tokio::pin!(idle);
@@ -241,7 +248,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Echo<'_, S> {
                 let lines = &mut self.lines;
                 tokio::select! {
                     biased;
-                    why = stop.as_mut() => return self.stopped(why).await,
+                    why = stop.as_mut() => {
+                        *fired = true;
+                        return self.stopped(why).await;
+                    }
                     s = poll_fn(|cx| conn.step(cx, true, lines)) => s,
                     () = &mut idle => return Ending::IdleTimeout,
                 }
