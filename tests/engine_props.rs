@@ -372,3 +372,62 @@ fn bulk_crosses_reads_and_records() {
     check(&input, &plan, Mode::Line, None).expect("line mode");
     check(&input, &plan, Mode::Raw, None).expect("raw mode");
 }
+
+/// A shutdown drain that meets a bad line ends with the violation, its ERR line and a close;
+/// the stop future, which has fired, is not polled again (an async block panics if it is).
+#[test]
+fn a_bad_line_in_the_shutdown_drain_ends_the_drain() {
+    let (material, client_config, _) = pki();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        let limits = EchoLimits {
+            mode: Mode::Line,
+            max_line: MAX_LINE,
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
+            max_bytes: None,
+        };
+        let (go, went) = tokio::sync::oneshot::channel::<()>();
+        let serve = async {
+            let session = engine::accept(material, server_io)
+                .await
+                .expect("handshake");
+            let mut tally = Tally::default();
+            let stop = pin!(async {
+                let _ = went.await;
+                Stop::Shutdown
+            });
+            session.echo(&limits, stop, &mut tally).await
+        };
+        let talk = async {
+            let name = ServerName::try_from("localhost").expect("name");
+            let mut tls = TlsConnector::from(Arc::clone(client_config))
+                .connect(name, client_io)
+                .await
+                .expect("client handshake");
+            tls.write_all(b"ok\n").await.expect("write");
+            tls.flush().await.expect("flush");
+            let mut echo = [0u8; 3];
+            tls.read_exact(&mut echo).await.expect("echo");
+            let _ = go.send(());
+            tls.write_all(b"bad\x00\n").await.expect("write");
+            tls.flush().await.expect("flush");
+            let mut got = Vec::new();
+            let _ = tls.read_to_end(&mut got).await;
+            got
+        };
+        let (ending, got) =
+            tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(serve, talk) })
+                .await
+                .expect("finished");
+        assert_eq!(ending, Ending::Violation(Violation::ControlCharacter));
+        assert!(
+            String::from_utf8_lossy(&got).starts_with("ERR control-character "),
+            "{got:?}"
+        );
+    });
+}
