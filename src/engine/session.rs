@@ -212,7 +212,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // otherwise, e.g. on a bad line: the old loop polled it again there and panicked); one
         // still pending cuts the linger.
         let stop = (!fired).then_some(stop);
-        echo.close(ending, stop).await;
+        // Boxed, as the drain and the end of stream: allocated once, at the end, instead of
+        // being part of every connection task's size for its whole life.
+        Box::pin(echo.close(ending, stop)).await;
         ending
     }
 }
@@ -250,7 +252,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Echo<'_, S> {
                     biased;
                     why = stop.as_mut() => {
                         *fired = true;
-                        return self.stopped(why).await;
+                        return Box::pin(self.stopped(why)).await;
                     }
                     s = poll_fn(|cx| conn.step(cx, true, lines)) => s,
                     () = &mut idle => return Ending::IdleTimeout,
@@ -295,7 +297,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Echo<'_, S> {
             return After::End(ending);
         }
         if self.conn.peer_closed {
-            return After::End(self.at_eof().await);
+            return After::End(Box::pin(self.at_eof()).await);
         }
         if step.eof {
             return After::End(Ending::Truncated);
@@ -322,11 +324,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Echo<'_, S> {
         let first = poll_fn(|cx| Poll::Ready(conn.poll_flush_out(cx))).await;
         let done = match first {
             Poll::Ready(r) => Ok(r),
+            // Boxed: rare, and its timer would otherwise be part of every connection's size.
             Poll::Pending => {
-                timeout(
+                Box::pin(timeout(
                     self.limits.write_timeout,
                     poll_fn(|cx| conn.poll_flush_out(cx)),
-                )
+                ))
                 .await
             }
         };
