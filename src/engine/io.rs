@@ -139,8 +139,9 @@ pub(crate) enum PassEnd {
     /// Handshake passes only: the handshake is complete and its output queued; records after
     /// it are left unprocessed.
     Established,
-    /// rustls refused the peer's data (its alert, if any, is queued).
-    Error(rustls::Error),
+    /// rustls refused the peer's data (its alert, if any, is queued). Boxed: a step's result
+    /// is held across awaits, so its size is part of every connection's.
+    Error(Box<rustls::Error>),
 }
 
 /// What one step found.
@@ -270,7 +271,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         if self.failed {
             return (
                 0,
-                PassEnd::Error(rustls::Error::General("failed before".into())),
+                PassEnd::Error(Box::new(rustls::Error::General("failed before".into()))),
             );
         }
         let (consumed, end) = self.pump_records(buf, plain, out, sink);
@@ -298,7 +299,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Err(e) => {
                     start += discard;
                     self.queue_alert(&mut buf[start..], out);
-                    return (start, PassEnd::Error(e));
+                    return (start, PassEnd::Error(Box::new(e)));
                 }
             };
             match state {
@@ -310,7 +311,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                                 extra += record.discard;
                                 sink.data(record.payload, plain);
                             }
-                            Err(e) => return (start + discard + extra, PassEnd::Error(e)),
+                            Err(e) => {
+                                return (start + discard + extra, PassEnd::Error(Box::new(e)));
+                            }
                         }
                     }
                     start += discard + extra;
@@ -334,7 +337,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 ConnectionState::EncodeTlsData(mut e) => {
                     start += discard;
                     if let Err(err) = encode(&mut e, out) {
-                        return (start, PassEnd::Error(err));
+                        return (start, PassEnd::Error(Box::new(err)));
                     }
                 }
                 ConnectionState::TransmitTlsData(t) => {
@@ -355,14 +358,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     }
                     return match sink.write(&mut w, plain, out) {
                         Ok(()) => (start, PassEnd::Blocked),
-                        Err(e) => (start, PassEnd::Error(rustls::Error::General(e.to_string()))),
+                        Err(e) => (
+                            start,
+                            PassEnd::Error(Box::new(rustls::Error::General(e.to_string()))),
+                        ),
                     };
                 }
                 _ => {
                     start += discard;
                     return (
                         start,
-                        PassEnd::Error(rustls::Error::General("unexpected TLS state".into())),
+                        PassEnd::Error(Box::new(rustls::Error::General(
+                            "unexpected TLS state".into(),
+                        ))),
                     );
                 }
             }

@@ -112,7 +112,7 @@ where
         if let PassEnd::Error(e) = step.end {
             // The alert, if any, went out with the step's write.
             let _ = poll_fn(|cx| conn.poll_flush_out(cx)).await;
-            return Err(tls_error(e));
+            return Err(tls_error(*e));
         }
         poll_fn(|cx| conn.poll_flush_out(cx)).await?;
         match step.end {
