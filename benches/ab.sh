@@ -17,7 +17,7 @@ IDLE_CONNS=${IDLE_CONNS:-10000}
 CASES=${CASES:-"handshake pingpong16 pingpong1000 bulk bulk-raw idle idle-echoed"}
 SERVERS=${SERVERS:?"SERVERS=\"name=binary ...\""}
 BIN=${CLIENT:-target/release/tls-echo}
-PORT=${PORT:-4491}
+PORT=${PORT:-47391}
 SOURCES=127.0.0.1-127.0.0.40
 LIMITS=(--max-conns 19500 --max-conns-per-ip 100000 --rate-per-ip 1000000 --rate-burst 1000000)
 
@@ -30,6 +30,7 @@ cleanup() {
 trap cleanup EXIT
 "$BIN" gen-certs --out "$work/certs" >/dev/null
 C=$work/certs
+mkdir -p "${OUT:-$work}"
 results=${OUT:-$work}/ab.jsonl
 : >"$results"
 
