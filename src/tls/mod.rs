@@ -13,8 +13,6 @@ pub mod ocsp;
 pub mod sni;
 mod tickets;
 
-pub use sni::accept;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
