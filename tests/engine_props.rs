@@ -431,3 +431,61 @@ fn a_bad_line_in_the_shutdown_drain_ends_the_drain() {
         );
     });
 }
+
+/// A client's key update (which asks for the server's too) in the middle of the echo: lines
+/// before and after it come back, and the server's own key update goes out before the echo it
+/// protects (the client could not decrypt it otherwise).
+#[test]
+fn key_updates_in_both_directions_keep_the_echo_going() {
+    let (material, client_config, _) = pki();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        let limits = EchoLimits {
+            mode: Mode::Line,
+            max_line: MAX_LINE,
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
+            max_bytes: None,
+        };
+        let serve = async {
+            let session = engine::accept(material, server_io)
+                .await
+                .expect("handshake");
+            let mut tally = Tally::default();
+            let stop = pin!(std::future::pending::<Stop>());
+            let ending = session.echo(&limits, stop, &mut tally).await;
+            (ending, tally)
+        };
+        let talk = async {
+            let name = ServerName::try_from("localhost").expect("name");
+            let mut tls = TlsConnector::from(Arc::clone(client_config))
+                .connect(name, client_io)
+                .await
+                .expect("client handshake");
+            let mut got = Vec::new();
+            for round in 0..3 {
+                let line = format!("line {round}\n");
+                tls.write_all(line.as_bytes()).await.expect("write");
+                tls.flush().await.expect("flush");
+                let mut back = vec![0u8; line.len()];
+                tls.read_exact(&mut back).await.expect("echo");
+                got.extend_from_slice(&back);
+                tls.get_mut().1.refresh_traffic_keys().expect("key update");
+            }
+            tls.shutdown().await.expect("close_notify");
+            let _ = tls.read_to_end(&mut got).await;
+            got
+        };
+        let ((ending, tally), got) =
+            tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(serve, talk) })
+                .await
+                .expect("finished");
+        assert_eq!(ending, Ending::Eof);
+        assert_eq!(got, b"line 0\nline 1\nline 2\n");
+        assert_eq!(tally.lines, 3);
+    });
+}
