@@ -172,8 +172,6 @@ pub(crate) struct Conn<S> {
     pub(crate) peer_closed: bool,
     /// A write failed: the transport is unusable.
     pub(crate) broken: bool,
-    /// Output is dropped instead of written (after our close).
-    pub(crate) muted: bool,
     /// During the handshake: stop before the first record after it.
     pub(crate) handshaking: bool,
     /// rustls refused the peer's data: the connection is never processed again.
@@ -190,7 +188,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             sent: 0,
             peer_closed: false,
             broken: false,
-            muted: false,
             handshaking: true,
             failed: false,
         }
@@ -401,7 +398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Writes `data` after whatever is unsent, as far as the transport takes it now; keeps
     /// the rest.
     fn send(&mut self, cx: &mut Context<'_>, data: &[u8]) {
-        if data.is_empty() || self.muted || self.broken {
+        if data.is_empty() || self.broken {
             return;
         }
         if !self.out.is_empty() {
@@ -447,6 +444,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.out = Vec::new();
         self.sent = 0;
         Pin::new(&mut self.io).poll_flush(cx)
+    }
+}
+
+impl<S: AsyncRead + Unpin> Conn<S> {
+    /// Reads once from the transport into the thread's buffer and drops what came (`Ok(0)`:
+    /// end of stream).
+    pub(crate) fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        with_scratch(|s| {
+            if s.read.len() < READ_SIZE {
+                s.read.resize(READ_SIZE, 0);
+            }
+            let mut rb = ReadBuf::new(&mut s.read[..READ_SIZE]);
+            match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(r) => Poll::Ready(r.map(|()| rb.filled().len())),
+            }
+        })
     }
 }
 
