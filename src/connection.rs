@@ -87,8 +87,9 @@ pub async fn run(state: Arc<State>, stream: TcpStream, peer: SocketAddr, pass: P
         tokio::select! {
             () = shutdown.cancelled() => Stop::Shutdown,
             () = revoked => Stop::Revoked,
+            // Boxed: only with --max-conn-lifetime does a connection pay for the timer.
             () = async { match lifetime {
-                Some(d) => tokio::time::sleep(d).await,
+                Some(d) => Box::pin(tokio::time::sleep(d)).await,
                 None => std::future::pending().await,
             } } => Stop::Lifetime,
         }
