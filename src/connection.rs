@@ -1,5 +1,6 @@
 //! One admitted peer's life: TLS handshake under a deadline -> echo -> close_notify -> one
-//! close event with duration, lines, bytes and reason. It is handed what it needs (settings,
+//! close event with duration, lines, bytes and reason. Both phases run on our own I/O engine
+//! ([`crate::engine`]). It is handed what it needs (settings,
 //! the TLS material in force, a stop signal) and knows nothing of the stages before it.
 
 use std::future::Future;
@@ -9,9 +10,10 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
-use crate::echo::{self, EchoLimits, Stop, Tally};
+use crate::echo::{EchoLimits, Stop, Tally};
+use crate::engine;
 use crate::metrics::Metrics;
-use crate::tls::{self, TlsMaterial, handshake_failure_reason};
+use crate::tls::TlsMaterial;
 
 /// What every connection is given when the server is built.
 pub(crate) struct Settings {
@@ -34,12 +36,12 @@ pub(crate) async fn run(
     tokio::pin!(stop);
     let handshake = tokio::select! {
         _ = stop.as_mut() => return,
-        r = tokio::time::timeout(settings.handshake_timeout, tls::accept(material, stream)) => r,
+        r = tokio::time::timeout(settings.handshake_timeout, engine::accept(material, stream)) => r,
     };
     let metrics = &settings.metrics;
-    let mut tls = match handshake {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return handshake_failed(metrics, handshake_failure_reason(&e), &e),
+    let session = match handshake {
+        Ok(Ok(session)) => session,
+        Ok(Err(e)) => return handshake_failed(metrics, e.reason(), &e),
         Err(_) => {
             return handshake_failed(
                 metrics,
@@ -49,32 +51,21 @@ pub(crate) async fn run(
         }
     };
     metrics.handshake_done(started.elapsed());
-    {
-        let (_, session) = tls.get_ref();
-        info!(
-            version = session
-                .protocol_version()
-                .and_then(|v| v.as_str())
-                .unwrap_or("?"),
-            suite = session
-                .negotiated_cipher_suite()
-                .and_then(|s| s.suite().as_str())
-                .unwrap_or("?"),
-            group = session
-                .negotiated_key_exchange_group()
-                .and_then(|g| g.name().as_str())
-                .unwrap_or("?"),
-            sni = session.server_name().unwrap_or(""),
-            alpn = session
-                .alpn_protocol()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default()
-                .as_ref(),
-            "connected"
-        );
-    }
+    let facts = session.facts();
+    info!(
+        version = facts.version,
+        suite = facts.suite,
+        group = facts.group,
+        sni = facts.sni,
+        alpn = facts
+            .alpn
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default()
+            .as_ref(),
+        "connected"
+    );
     let mut tally = Tally::default();
-    let ending = echo::run(&mut tls, &settings.echo, stop, &mut tally).await;
+    let ending = session.echo(&settings.echo, stop, &mut tally).await;
     metrics.closed(ending, &tally);
     info!(
         duration_ms = started.elapsed().as_millis() as u64,

@@ -7,10 +7,14 @@
 //! server      accept -> seat under --max-conns (full: close) -> spawn one task
 //! proxy         -> PROXY header (trusted proxies only) names the client
 //! firewall      -> allowlist, per-peer limits           (refused: close, no TLS byte)
-//! connection    -> TLS handshake under a deadline (tls)
-//! echo          -> echo loop over one buffer: validate, echo, ERR on violation
+//! connection    -> TLS handshake under a deadline (material from tls)
+//!               -> echo: validate (echo), echo, ERR on violation, lingering close
 //!               -> close_notify -> one close event {duration, lines, bytes, reason}
 //! ```
+//!
+//! Both phases of a connection run on `engine`, our own I/O loop over rustls's unbuffered
+//! API: large reads into a per-thread buffer, records decrypted in place, each batch of echo
+//! encrypted into one write; a quiet connection holds almost no memory.
 //!
 //! Beside the path: `config` (options -> validated settings, pure), `metrics` (the counters
 //! every stage is handed), `process` (start-up, signals and reload, systemd, self-test, the
@@ -24,6 +28,7 @@ pub mod cli;
 pub mod config;
 mod connection;
 pub mod echo;
+pub mod engine;
 pub mod firewall;
 pub mod metrics;
 pub mod process;

@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// Handshake mode: resume with session tickets instead of full handshakes.
     #[arg(long)]
     pub resume: bool,
+    /// Idle mode: each connection echoes one line before it goes quiet, so the memory sampled
+    /// is that of used connections, not only of fresh ones.
+    #[arg(long)]
+    pub echo_first: bool,
     /// Server process to sample CPU time and resident memory from (/proc/PID).
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,

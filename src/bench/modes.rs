@@ -338,7 +338,10 @@ async fn idle(args: &BenchArgs, target: Arc<Target>, mut o: Outcome) -> anyhow::
     let meter = Arc::clone(&o.meter);
     let before = args.server_pid.and_then(rss_kib);
     let t0 = Instant::now();
-    let open = open_all(&target, &meter, o.conns, args.ramp).await;
+    let mut open = open_all(&target, &meter, o.conns, args.ramp).await;
+    if args.echo_first {
+        open = echo_once(&target, &meter, open, args.ramp).await;
+    }
     o.up_s = Some(t0.elapsed().as_secs_f64());
     o.established = open.len() as u64;
     eprintln!(
@@ -392,6 +395,45 @@ async fn idle(args: &BenchArgs, target: Arc<Target>, mut o: Outcome) -> anyhow::
     }
     o.alive = Some(alive);
     Ok(o)
+}
+
+/// Idle `--echo-first`: one line echoed on every connection; returns those that echoed it.
+async fn echo_once(
+    target: &Arc<Target>,
+    meter: &Arc<Meter>,
+    open: Vec<Conn>,
+    ramp: usize,
+) -> Vec<Conn> {
+    let gate = Arc::new(Semaphore::new(ramp.max(1)));
+    let mut tasks = JoinSet::new();
+    for mut conn in open {
+        let (target, gate) = (Arc::clone(target), Arc::clone(&gate));
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            let mut back = [0u8; IDLE_PROBE.len()];
+            let r = timeout(target.io_timeout, async {
+                conn.write_all(IDLE_PROBE).await?;
+                conn.flush().await?;
+                conn.read_exact(&mut back).await
+            })
+            .await;
+            match r {
+                Err(_) => Err(Failure::Timeout),
+                Ok(Err(e)) => Err(Failure::Io(e)),
+                Ok(Ok(_)) if back != IDLE_PROBE => Err(Failure::Mismatch),
+                Ok(Ok(_)) => Ok(conn),
+            }
+        });
+    }
+    let mut echoed = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(conn)) => echoed.push(conn),
+            Ok(Err(f)) => meter.errors.add(&f),
+            Err(_) => {}
+        }
+    }
+    echoed
 }
 
 /// A printable line of `size` bytes ending in a newline, distinct per connection.

@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_rustls::TlsConnector;
 use tracing::info;
 
-use crate::echo::{self, EchoLimits, Ending, Tally};
+use crate::echo::{EchoLimits, Ending, Tally};
+use crate::engine;
 use crate::tls::{self, TlsMaterial};
 
 /// The line sent through the echo path (its tail, if `--max-line` is shorter).
@@ -97,10 +98,12 @@ async fn exercise(
         .unwrap_or_else(|| "tls-echo.self-test".into());
     let served = Arc::clone(&material);
     let server = tokio::spawn(async move {
-        let mut stream = tls::accept(&served, server_io).await?;
+        let session = engine::accept(&served, server_io)
+            .await
+            .map_err(engine::HandshakeError::into_io)?;
         let mut tally = Tally::default();
         let stop = std::pin::pin!(std::future::pending());
-        Ok::<_, std::io::Error>(echo::run(&mut stream, &limits, stop, &mut tally).await)
+        Ok::<_, std::io::Error>(session.echo(&limits, stop, &mut tally).await)
     });
     let client = client_side(
         own_leaf_only_client(&material.leaf_der)?,

@@ -244,8 +244,9 @@ impl Server {
             tokio::select! {
                 () = shutdown.cancelled() => Stop::Shutdown,
                 () = self.revoked(client) => Stop::Revoked,
+                // Boxed: only with --max-conn-lifetime does a connection pay for the timer.
                 () = async { match lifetime {
-                    Some(d) => tokio::time::sleep(d).await,
+                    Some(d) => Box::pin(tokio::time::sleep(d)).await,
                     None => std::future::pending().await,
                 } } => Stop::Lifetime,
             }

@@ -11,18 +11,16 @@ use std::sync::Arc;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 
 use rustls::crypto::CryptoProvider;
 
-use super::{Identity, TlsError, TlsMaterial, read_certs, read_key};
+use super::{Identity, TlsError, read_certs, read_key};
 use crate::tls::certinfo::CertInfo;
 
 /// A fatal `unrecognized_name` (112) alert in a TLS 1.2-versioned plaintext record: what the
-/// server sends before any ServerHello, so the record needs no keys.
-const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+/// server sends before any ServerHello, so the record needs no keys (`engine::accept` sends it
+/// under `--strict-sni`).
+pub(crate) const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
 
 /// One served certificate and the DNS names it answers for.
 #[derive(Debug)]
@@ -36,7 +34,7 @@ pub(crate) struct Entry {
 #[derive(Debug)]
 pub(crate) struct Resolver {
     entries: Vec<Entry>,
-    strict: bool,
+    pub(crate) strict: bool,
 }
 
 impl Resolver {
@@ -172,30 +170,6 @@ fn dns_names(der: &[u8]) -> Result<Vec<String>, String> {
 #[derive(Debug, thiserror::Error)]
 #[error("--strict-sni: no certificate covers the requested name ({0}); sent unrecognized_name")]
 pub struct UnrecognizedName(pub String);
-
-/// The server side of the handshake with `material`. Under `--strict-sni` the ClientHello is
-/// read first so that an unknown or missing name gets `unrecognized_name` (rustls itself would
-/// answer a resolver's refusal with `access_denied`).
-pub async fn accept<IO>(material: &TlsMaterial, io: IO) -> std::io::Result<TlsStream<IO>>
-where
-    IO: AsyncRead + AsyncWrite + Unpin,
-{
-    if !material.sni.strict {
-        return TlsAcceptor::from(Arc::clone(&material.config))
-            .accept(io)
-            .await;
-    }
-    let mut start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
-    let name = start.client_hello().server_name().map(str::to_owned);
-    if name.as_deref().is_some_and(|n| material.sni.covers(n)) {
-        return start.into_stream(Arc::clone(&material.config)).await;
-    }
-    let _ = start.io.write_all(&UNRECOGNIZED_NAME_ALERT).await;
-    let _ = start.io.flush().await;
-    Err(std::io::Error::other(UnrecognizedName(
-        name.unwrap_or_else(|| "no SNI".into()),
-    )))
-}
 
 #[cfg(test)]
 mod tests {

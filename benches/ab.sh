@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# A/B: two or more server builds measured side by side, alternating, REPEATS times, short
+# windows; prints the median per server and figure (per server CPU-second, KiB per idle
+# connection). Server on CPU 0, client (this build's `tls-echo bench`) on CPU 1; loopback only.
+#
+#   SERVERS="base=/path/to/old/tls-echo engine=target/release/tls-echo \
+#            tokio-rustls=target/release/examples/peer-tokio-rustls" bash benches/ab.sh
+#
+# A name containing "tokio-rustls" is started as the peer example (raw echo); others as
+# tls-echo (line mode; the bulk-raw case adds --mode raw, and skips the peer).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-3s}
+REPEATS=${REPEATS:-3}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+CASES=${CASES:-"handshake pingpong16 pingpong1000 bulk bulk-raw idle idle-echoed"}
+SERVERS=${SERVERS:?"SERVERS=\"name=binary ...\""}
+BIN=${CLIENT:-target/release/tls-echo}
+PORT=${PORT:-47391}
+SOURCES=127.0.0.1-127.0.0.40
+LIMITS=(--max-conns 19500 --max-conns-per-ip 100000 --rate-per-ip 1000000 --rate-burst 1000000)
+
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+"$BIN" gen-certs --out "$work/certs" >/dev/null
+C=$work/certs
+mkdir -p "${OUT:-$work}"
+results=${OUT:-$work}/ab.jsonl
+: >"$results"
+
+start() { # NAME BINARY [EXTRA...]
+  local name=$1 bin=$2
+  shift 2
+  if [[ $name == *tokio-rustls* ]]; then
+    RUST_LOG=warn taskset -c 0 "$bin" "$C/server.pem" "$C/server.key" "127.0.0.1:$PORT" \
+      >"$work/server.log" 2>&1 &
+  else
+    RUST_LOG=warn taskset -c 0 "$bin" --cert "$C/server.pem" --key "$C/server.key" \
+      --listen "127.0.0.1:$PORT" "${LIMITS[@]}" "$@" >"$work/server.log" 2>&1 &
+  fi
+  server_pid=$!
+  for _ in $(seq 100); do
+    if ss -Hltn "sport = :$PORT" | grep -q .; then return 0; fi
+    sleep 0.1
+  done
+  cat "$work/server.log" >&2
+  exit 1
+}
+
+stop() {
+  kill "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=
+}
+
+run() { # NAME BINARY CASE
+  local name=$1 bin=$2 case=$3 extra=() args=()
+  case $case in
+    handshake) args=(handshake --conns 32) ;;
+    pingpong16) args=(pingpong --conns 16 --size 64) ;;
+    pingpong1000) args=(pingpong --conns 1000 --size 64) ;;
+    bulk) args=(bulk --conns 4 --size 16384) ;;
+    bulk-raw) args=(bulk --conns 4 --size 16384); extra=(--mode raw) ;;
+    idle) args=(idle --conns "$IDLE_CONNS") ;;
+    idle-echoed) args=(idle --conns "$IDLE_CONNS" --echo-first) ;;
+  esac
+  if [[ $name == *tokio-rustls* && $case == bulk-raw ]]; then return 0; fi
+  start "$name" "$bin" "${extra[@]}"
+  taskset -c 1 "$BIN" bench "${args[@]}" --duration "$DURATION" --connect "127.0.0.1:$PORT" \
+    --ca "$C/ca.pem" --source-ip "$SOURCES" --server-pid "$server_pid" \
+    --label "$name $case" --json 2>/dev/null >>"$results" || echo "  ($name $case: errors)" >&2
+  stop
+}
+
+for r in $(seq "$REPEATS"); do
+  for case in $CASES; do
+    for s in $SERVERS; do
+      echo "== repeat $r: ${s%%=*} $case" >&2
+      run "${s%%=*}" "${s#*=}" "$case"
+    done
+  done
+done
+
+python3 - "$results" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def figure(r):
+    if r["mode"] == "idle":
+        return r.get("kib_per_conn"), "KiB/conn"
+    if r["mode"] == "bulk":
+        return r.get("mb_per_cpu_s"), "MB per CPU-s"
+    return r.get("rate_per_cpu_s"), "per CPU-s"
+cells = {}
+for r in rows:
+    name, case = r["label"].split(" ", 1)
+    v, unit = figure(r)
+    cells.setdefault((case, unit), {}).setdefault(name, []).append((v, r.get("errors", {})))
+for (case, unit), by in cells.items():
+    parts = []
+    for name, vs in by.items():
+        vals = [v for v, _ in vs if v is not None]
+        errs = sum(sum(e.values()) for _, e in vs)
+        med = statistics.median(vals) if vals else float("nan")
+        parts.append(f"{name} {med:,.1f} ({' / '.join(f'{v:,.1f}' for v in vals)}; errors {errs})")
+    print(f"{case} [{unit}]: " + " | ".join(parts))
+EOF
+echo "raw JSON lines: $results" >&2

@@ -1,0 +1,508 @@
+//! The per-worker-thread buffers and one synchronous step of a connection: one read from the
+//! transport (64 KiB at most), every complete TLS record through rustls's unbuffered API, the
+//! decrypted data to a [`Sink`], and what is to be sent encrypted into one buffer and written
+//! at once. The thread-local buffers are borrowed only inside [`Conn::step`], which never
+//! awaits: nothing of them survives a poll, so a connection owns only what is left over.
+
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, WriteTraffic};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Bytes one read asks the transport for.
+pub(crate) const READ_SIZE: usize = 64 * 1024;
+
+/// A TLS record's largest plaintext; used to size encryption room.
+const MAX_FRAGMENT: usize = 16 * 1024;
+/// Generous per-record overhead (header, explicit nonce, tag, content type).
+const RECORD_OVERHEAD: usize = 64;
+
+/// An output buffer whose bytes stay initialised, so that growing the used part needs no fill.
+#[derive(Default)]
+pub(crate) struct OutBuf {
+    buf: Vec<u8>,
+    used: usize,
+}
+
+impl OutBuf {
+    /// `n` writable bytes after what is used.
+    fn spare(&mut self, n: usize) -> &mut [u8] {
+        let want = self.used + n;
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        &mut self.buf[self.used..want]
+    }
+
+    fn commit(&mut self, n: usize) {
+        self.used += n;
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.buf[..self.used]
+    }
+
+    fn clear(&mut self) {
+        self.used = 0;
+    }
+}
+
+/// The buffers one worker thread shares among its connections.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// What the connection had left over, then what one read brought.
+    read: Vec<u8>,
+    /// Decrypted data queued for encryption (the echo), filled by a sink.
+    pub(crate) plain: Vec<u8>,
+    /// Encrypted output of one step.
+    out: OutBuf,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch buffers (a fresh set if they are already borrowed,
+/// which the engine never does: its steps do not nest).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
+/// Where decrypted data goes, and what is encrypted once writing is possible.
+pub(crate) trait Sink {
+    /// Decrypted application data, in order.
+    fn data(&mut self, payload: &[u8], plain: &mut Vec<u8>);
+    /// All complete records are processed and rustls can encrypt: queue what is to be sent.
+    fn write(
+        &mut self,
+        w: &mut WriteTraffic<'_, ServerConnectionData>,
+        plain: &mut Vec<u8>,
+        out: &mut OutBuf,
+    ) -> Result<(), EncryptError>;
+}
+
+/// Encrypts `data` into `out` (as many records as it takes).
+pub(crate) fn encrypt(
+    w: &mut WriteTraffic<'_, ServerConnectionData>,
+    data: &[u8],
+    out: &mut OutBuf,
+) -> Result<(), EncryptError> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let mut room = data.len() + (data.len() / MAX_FRAGMENT + 1) * RECORD_OVERHEAD + 256;
+    loop {
+        match w.encrypt(data, out.spare(room)) {
+            Ok(n) => {
+                out.commit(n);
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(s)) if s.required_size > room => {
+                room = s.required_size;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Queues a close_notify alert into `out`.
+pub(crate) fn close_notify(
+    w: &mut WriteTraffic<'_, ServerConnectionData>,
+    out: &mut OutBuf,
+) -> Result<(), EncryptError> {
+    let mut room = 256;
+    loop {
+        match w.queue_close_notify(out.spare(room)) {
+            Ok(n) => {
+                out.commit(n);
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(s)) if s.required_size > room => {
+                room = s.required_size;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How a pass over the received bytes ended.
+#[derive(Debug)]
+pub(crate) enum PassEnd {
+    /// Every complete record is processed; more bytes are needed.
+    Blocked,
+    /// Handshake passes only: the handshake is complete and its output queued; records after
+    /// it are left unprocessed.
+    Established,
+    /// rustls refused the peer's data (its alert, if any, is queued). Boxed: a step's result
+    /// is held across awaits, so its size is part of every connection's.
+    Error(Box<rustls::Error>),
+}
+
+/// What one step found.
+#[derive(Debug)]
+pub(crate) struct Step {
+    /// Bytes the read brought (0: none was attempted or end of stream).
+    pub(crate) read: usize,
+    /// The transport reported end of stream.
+    pub(crate) eof: bool,
+    /// The transport failed on reading.
+    pub(crate) read_error: Option<std::io::Error>,
+    /// How the record processing ended.
+    pub(crate) end: PassEnd,
+}
+
+/// One connection's transport and TLS state, and what it has left over between steps.
+pub(crate) struct Conn<S> {
+    pub(crate) io: S,
+    pub(crate) tls: Box<UnbufferedServerConnection>,
+    /// Received bytes not yet processed: an incomplete record (empty and unallocated when
+    /// there is none).
+    pub(crate) incoming: Vec<u8>,
+    /// Encrypted bytes the transport has not yet taken (empty and unallocated when drained).
+    out: Vec<u8>,
+    /// How much of `out` is written.
+    sent: usize,
+    /// The peer's close_notify has arrived.
+    pub(crate) peer_closed: bool,
+    /// A write failed: the transport is unusable.
+    pub(crate) broken: bool,
+    /// During the handshake: stop before the first record after it.
+    pub(crate) handshaking: bool,
+    /// rustls refused the peer's data: the connection is never processed again.
+    failed: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    pub(crate) fn new(io: S, tls: UnbufferedServerConnection, incoming: Vec<u8>) -> Self {
+        Conn {
+            io,
+            tls: Box::new(tls),
+            incoming,
+            out: Vec::new(),
+            sent: 0,
+            peer_closed: false,
+            broken: false,
+            handshaking: true,
+            failed: false,
+        }
+    }
+
+    /// Whether encrypted output waits for the transport.
+    pub(crate) fn has_unsent(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// One step: if `read`, one read from the transport (pending if it has nothing), then
+    /// every complete record, then one write of what the step produced.
+    pub(crate) fn step(
+        &mut self,
+        cx: &mut Context<'_>,
+        read: bool,
+        sink: &mut dyn Sink,
+    ) -> Poll<Step> {
+        with_scratch(|s| {
+            let Scratch {
+                read: buf,
+                plain,
+                out,
+            } = s;
+            let leftover = self.incoming.len();
+            if buf.len() < leftover + READ_SIZE {
+                buf.resize(leftover + READ_SIZE, 0);
+            }
+            buf[..leftover].copy_from_slice(&self.incoming);
+            let mut step = Step {
+                read: 0,
+                eof: false,
+                read_error: None,
+                end: PassEnd::Blocked,
+            };
+            let mut filled = leftover;
+            if read {
+                let mut rb = ReadBuf::new(&mut buf[leftover..leftover + READ_SIZE]);
+                match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => {
+                        step.read_error = Some(e);
+                        return Poll::Ready(step);
+                    }
+                    Poll::Ready(Ok(())) => {
+                        step.read = rb.filled().len();
+                        step.eof = step.read == 0;
+                        filled += step.read;
+                    }
+                }
+            }
+            plain.clear();
+            out.clear();
+            let (consumed, end) = self.pump(&mut buf[..filled], plain, out, sink);
+            plain.clear();
+            let rest = &buf[consumed..filled];
+            if rest.is_empty() {
+                self.incoming = Vec::new();
+            } else {
+                self.incoming.clear();
+                self.incoming.extend_from_slice(rest);
+            }
+            step.end = end;
+            self.send(cx, out.filled());
+            out.clear();
+            Poll::Ready(step)
+        })
+    }
+
+    /// Processes the records in `buf`; returns how many bytes are consumed and why it stopped.
+    fn pump(
+        &mut self,
+        buf: &mut [u8],
+        plain: &mut Vec<u8>,
+        out: &mut OutBuf,
+        sink: &mut dyn Sink,
+    ) -> (usize, PassEnd) {
+        if self.failed {
+            return (
+                0,
+                PassEnd::Error(Box::new(rustls::Error::General("failed before".into()))),
+            );
+        }
+        let (consumed, end) = self.pump_records(buf, plain, out, sink);
+        self.failed = matches!(end, PassEnd::Error(_));
+        (consumed, end)
+    }
+
+    fn pump_records(
+        &mut self,
+        buf: &mut [u8],
+        plain: &mut Vec<u8>,
+        out: &mut OutBuf,
+        sink: &mut dyn Sink,
+    ) -> (usize, PassEnd) {
+        let mut start = 0;
+        loop {
+            if self.handshaking && !self.tls.is_handshaking() && !self.tls.wants_write() {
+                self.handshaking = false;
+                return (start, PassEnd::Established);
+            }
+            let status = self.tls.process_tls_records(&mut buf[start..]);
+            let discard = status.discard;
+            let state = match status.state {
+                Ok(state) => state,
+                Err(e) => {
+                    start += discard;
+                    self.queue_alert(&mut buf[start..], out);
+                    return (start, PassEnd::Error(Box::new(e)));
+                }
+            };
+            match state {
+                ConnectionState::ReadTraffic(mut r) => {
+                    let mut extra = 0;
+                    while let Some(record) = r.next_record() {
+                        match record {
+                            Ok(record) => {
+                                extra += record.discard;
+                                sink.data(record.payload, plain);
+                            }
+                            Err(e) => {
+                                return (start + discard + extra, PassEnd::Error(Box::new(e)));
+                            }
+                        }
+                    }
+                    start += discard + extra;
+                }
+                ConnectionState::ReadEarlyData(mut r) => {
+                    // Early data is not enabled; should a record come, it is dropped.
+                    let mut extra = 0;
+                    while let Some(Ok(record)) = r.next_record() {
+                        extra += record.discard;
+                    }
+                    start += discard + extra;
+                }
+                ConnectionState::PeerClosed | ConnectionState::Closed => {
+                    start += discard;
+                    if self.peer_closed {
+                        // Closed: nothing more will come or can be sent.
+                        return (start, PassEnd::Blocked);
+                    }
+                    self.peer_closed = true;
+                }
+                ConnectionState::EncodeTlsData(mut e) => {
+                    start += discard;
+                    if let Err(err) = encode(&mut e, out) {
+                        return (start, PassEnd::Error(Box::new(err)));
+                    }
+                }
+                ConnectionState::TransmitTlsData(t) => {
+                    // The output buffer keeps the order; it is written after this pass.
+                    start += discard;
+                    t.done();
+                }
+                ConnectionState::BlockedHandshake => {
+                    start += discard;
+                    return (start, PassEnd::Blocked);
+                }
+                ConnectionState::WriteTraffic(mut w) => {
+                    start += discard;
+                    if self.handshaking {
+                        // TLS 1.3: the server may send before the client's Finished; the
+                        // handshake is not over until it has arrived.
+                        return (start, PassEnd::Blocked);
+                    }
+                    return match sink.write(&mut w, plain, out) {
+                        Ok(()) => (start, PassEnd::Blocked),
+                        Err(e) => (
+                            start,
+                            PassEnd::Error(Box::new(rustls::Error::General(e.to_string()))),
+                        ),
+                    };
+                }
+                _ => {
+                    start += discard;
+                    return (
+                        start,
+                        PassEnd::Error(Box::new(rustls::Error::General(
+                            "unexpected TLS state".into(),
+                        ))),
+                    );
+                }
+            }
+        }
+    }
+
+    /// After rustls refused the peer's data it has queued a fatal alert, possibly behind
+    /// handshake records (TLS 1.3 refuses ALPN after queuing its ServerHello): take them all
+    /// for a last-gasp write, as a buffered connection would.
+    fn queue_alert(&mut self, buf: &mut [u8], out: &mut OutBuf) {
+        // Only while records are queued: rustls hands those out before it would look at the
+        // received bytes again (which would raise the same error a second time).
+        let mut start = 0;
+        while self.tls.wants_write() {
+            let status = self.tls.process_tls_records(&mut buf[start..]);
+            start += status.discard;
+            match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut e)) => {
+                    if encode(&mut e, out).is_err() {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Writes `data` after whatever is unsent, as far as the transport takes it now; keeps
+    /// the rest.
+    fn send(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        if data.is_empty() || self.broken {
+            return;
+        }
+        if !self.out.is_empty() {
+            self.out.extend_from_slice(data);
+            return;
+        }
+        let mut done = 0;
+        while done < data.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &data[done..]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    self.broken = true;
+                    return;
+                }
+                Poll::Ready(Ok(n)) => done += n,
+                Poll::Pending => break,
+            }
+        }
+        if done < data.len() {
+            self.out.extend_from_slice(&data[done..]);
+            self.sent = 0;
+        }
+    }
+
+    /// Writes the unsent output, then flushes the transport.
+    pub(crate) fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.broken {
+            return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        while self.sent < self.out.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.out[self.sent..]) {
+                Poll::Ready(Ok(0)) => {
+                    self.broken = true;
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => self.sent += n,
+                Poll::Ready(Err(e)) => {
+                    self.broken = true;
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.out = Vec::new();
+        self.sent = 0;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+}
+
+impl<S: AsyncRead + Unpin> Conn<S> {
+    /// Reads once from the transport into the thread's buffer and drops what came (`Ok(0)`:
+    /// end of stream).
+    pub(crate) fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        with_scratch(|s| {
+            if s.read.len() < READ_SIZE {
+                s.read.resize(READ_SIZE, 0);
+            }
+            let mut rb = ReadBuf::new(&mut s.read[..READ_SIZE]);
+            match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(r) => Poll::Ready(r.map(|()| rb.filled().len())),
+            }
+        })
+    }
+}
+
+/// Copies a handshake record rustls has ready into `out`.
+fn encode(
+    e: &mut rustls::unbuffered::EncodeTlsData<'_, ServerConnectionData>,
+    out: &mut OutBuf,
+) -> Result<(), rustls::Error> {
+    let mut room = 4096;
+    loop {
+        match e.encode(out.spare(room)) {
+            Ok(n) => {
+                out.commit(n);
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(s)) if s.required_size > room => {
+                room = s.required_size;
+            }
+            Err(err) => return Err(rustls::Error::General(err.to_string())),
+        }
+    }
+}
+
+/// Reads once from `io` into the thread's buffer and appends what came to `into`; `Ok(0)` is
+/// end of stream.
+pub(crate) fn poll_read_append<S: AsyncRead + Unpin>(
+    io: &mut S,
+    cx: &mut Context<'_>,
+    into: &mut Vec<u8>,
+) -> Poll<std::io::Result<usize>> {
+    with_scratch(|s| {
+        if s.read.len() < READ_SIZE {
+            s.read.resize(READ_SIZE, 0);
+        }
+        let mut rb = ReadBuf::new(&mut s.read[..READ_SIZE]);
+        match Pin::new(io).poll_read(cx, &mut rb) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {
+                into.extend_from_slice(rb.filled());
+                Poll::Ready(Ok(rb.filled().len()))
+            }
+        }
+    })
+}
