@@ -6,7 +6,9 @@
 //! CPU-second, and its resident memory is sampled for the idle mode. Errors are counted by kind
 //! and shown, never dropped.
 
+mod idle;
 mod modes;
+mod payload;
 mod report;
 mod target;
 

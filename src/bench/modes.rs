@@ -13,21 +13,14 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
+use super::idle::idle;
+use super::payload::{bulk_pattern, line, stamp};
 use super::report::{Failure, Meter, Outcome, histogram};
-use super::target::{Conn, Target, cpu_seconds, rss_kib};
+use super::target::{Conn, Target, cpu_seconds};
 use super::{BenchArgs, BenchMode};
 
-/// Length of each line of the bulk stream, newline included (below tls-echo's default
-/// `--max-line`, so line mode echoes it).
-const BULK_LINE: usize = 1000;
-/// Lines in one period of the bulk pattern.
-const BULK_LINES: usize = 61;
-/// How long idle mode lets the server settle before sampling its memory.
-const SETTLE: Duration = Duration::from_secs(1);
 /// Pause after a failed connection attempt, so a refusing server is not spun on.
-const RETRY_PAUSE: Duration = Duration::from_millis(20);
-/// The line each idle connection sends at the end to prove it is still served.
-const IDLE_PROBE: &[u8] = b"still there?\n";
+pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// Runs the mode `args` asks for.
 pub async fn run(args: &BenchArgs, target: Arc<Target>) -> anyhow::Result<Outcome> {
@@ -99,7 +92,12 @@ pub async fn run(args: &BenchArgs, target: Arc<Target>) -> anyhow::Result<Outcom
 }
 
 /// Opens `n` connections, `ramp` handshakes at a time; failures are counted.
-async fn open_all(target: &Arc<Target>, meter: &Arc<Meter>, n: usize, ramp: usize) -> Vec<Conn> {
+pub(super) async fn open_all(
+    target: &Arc<Target>,
+    meter: &Arc<Meter>,
+    n: usize,
+    ramp: usize,
+) -> Vec<Conn> {
     let bar = bar(n as u64, "connecting");
     let gate = Arc::new(Semaphore::new(ramp.max(1)));
     let mut tasks = JoinSet::new();
@@ -166,7 +164,7 @@ async fn window(args: &BenchArgs, meter: &Arc<Meter>) -> (f64, Option<f64>) {
     (window_s, cpu0.zip(cpu1).map(|(a, b)| b - a))
 }
 
-fn bar(len: u64, prefix: &'static str) -> ProgressBar {
+pub(super) fn bar(len: u64, prefix: &'static str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template("{prefix:>11} [{bar:30}] {elapsed} {msg}") {
         bar.set_style(style.progress_chars("=> "));
@@ -330,164 +328,4 @@ async fn bulk(
         (Err(f), _) | (_, Err(f)) => meter.errors.add(&f),
     }
     histogram()
-}
-
-/// Opens and holds connections without traffic, samples the server's memory, and at the end
-/// checks that each one is still served.
-async fn idle(args: &BenchArgs, target: Arc<Target>, mut o: Outcome) -> anyhow::Result<Outcome> {
-    let meter = Arc::clone(&o.meter);
-    let before = args.server_pid.and_then(rss_kib);
-    let t0 = Instant::now();
-    let mut open = open_all(&target, &meter, o.conns, args.ramp).await;
-    if args.echo_first {
-        open = echo_once(&target, &meter, open, args.ramp).await;
-    }
-    o.up_s = Some(t0.elapsed().as_secs_f64());
-    o.established = open.len() as u64;
-    eprintln!(
-        "{} of {} connections up after {:.2} s; holding for {:.0} s",
-        open.len(),
-        o.conns,
-        t0.elapsed().as_secs_f64(),
-        args.duration.0.as_secs_f64()
-    );
-    let held = Instant::now();
-    let bar = bar(args.duration.0.as_millis() as u64, "holding");
-    let settle = SETTLE.min(args.duration.0);
-    tokio::time::sleep(settle).await;
-    let up = args.server_pid.and_then(rss_kib);
-    o.rss_kib = before.zip(up);
-    while held.elapsed() < args.duration.0 {
-        bar.set_position(held.elapsed().as_millis() as u64);
-        let left = args.duration.0.saturating_sub(held.elapsed());
-        tokio::time::sleep(left.min(Duration::from_millis(500))).await;
-    }
-    bar.finish_and_clear();
-    o.window_s = held.elapsed().as_secs_f64();
-    let gate = Arc::new(Semaphore::new(args.ramp.max(1)));
-    let mut probes = JoinSet::new();
-    for mut conn in open {
-        let (target, gate) = (Arc::clone(&target), Arc::clone(&gate));
-        probes.spawn(async move {
-            let _permit = gate.acquire_owned().await;
-            let mut back = [0u8; IDLE_PROBE.len()];
-            let r = timeout(target.io_timeout, async {
-                conn.write_all(IDLE_PROBE).await?;
-                conn.flush().await?;
-                conn.read_exact(&mut back).await
-            })
-            .await;
-            match r {
-                Err(_) => Err(Failure::Timeout),
-                Ok(Err(e)) => Err(Failure::Io(e)),
-                Ok(Ok(_)) if back != IDLE_PROBE => Err(Failure::Mismatch),
-                Ok(Ok(_)) => target.close(conn).await,
-            }
-        });
-    }
-    let mut alive = 0;
-    while let Some(r) = probes.join_next().await {
-        match r {
-            Ok(Ok(())) => alive += 1,
-            Ok(Err(f)) => meter.errors.add(&f),
-            Err(_) => {}
-        }
-    }
-    o.alive = Some(alive);
-    Ok(o)
-}
-
-/// Idle `--echo-first`: one line echoed on every connection; returns those that echoed it.
-async fn echo_once(
-    target: &Arc<Target>,
-    meter: &Arc<Meter>,
-    open: Vec<Conn>,
-    ramp: usize,
-) -> Vec<Conn> {
-    let gate = Arc::new(Semaphore::new(ramp.max(1)));
-    let mut tasks = JoinSet::new();
-    for mut conn in open {
-        let (target, gate) = (Arc::clone(target), Arc::clone(&gate));
-        tasks.spawn(async move {
-            let _permit = gate.acquire_owned().await;
-            let mut back = [0u8; IDLE_PROBE.len()];
-            let r = timeout(target.io_timeout, async {
-                conn.write_all(IDLE_PROBE).await?;
-                conn.flush().await?;
-                conn.read_exact(&mut back).await
-            })
-            .await;
-            match r {
-                Err(_) => Err(Failure::Timeout),
-                Ok(Err(e)) => Err(Failure::Io(e)),
-                Ok(Ok(_)) if back != IDLE_PROBE => Err(Failure::Mismatch),
-                Ok(Ok(_)) => Ok(conn),
-            }
-        });
-    }
-    let mut echoed = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        match r {
-            Ok(Ok(conn)) => echoed.push(conn),
-            Ok(Err(f)) => meter.errors.add(&f),
-            Err(_) => {}
-        }
-    }
-    echoed
-}
-
-/// A printable line of `size` bytes ending in a newline, distinct per connection.
-fn line(size: usize, id: usize) -> Vec<u8> {
-    let mut msg: Vec<u8> = (0..size).map(|i| b'a' + ((i + id) % 26) as u8).collect();
-    msg[size - 1] = b'\n';
-    msg
-}
-
-/// Writes `seq` in decimal over the start of the line (as much of it as fits).
-fn stamp(msg: &mut [u8], mut seq: u64) {
-    let room = (msg.len() - 1).min(20);
-    for b in msg[..room].iter_mut().rev() {
-        *b = b'0' + (seq % 10) as u8;
-        seq /= 10;
-    }
-}
-
-/// One period of printable lines, followed by its first `size` bytes again so any write of
-/// `size` bytes starting inside the period is one slice.
-fn bulk_pattern(size: usize) -> Vec<u8> {
-    let mut p: Vec<u8> = (0..BULK_LINES * BULK_LINE)
-        .map(|i| {
-            if i % BULK_LINE == BULK_LINE - 1 {
-                b'\n'
-            } else {
-                b' ' + ((i * 7 + i / BULK_LINE) % 95) as u8
-            }
-        })
-        .collect();
-    let period = p.len();
-    for i in 0..size {
-        let b = p[i % period];
-        p.push(b);
-    }
-    p
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_are_valid_lines() {
-        for size in [2, 5, 64, 4096] {
-            let mut m = line(size, 3);
-            stamp(&mut m, 1234567);
-            assert_eq!(m.len(), size);
-            assert_eq!(crate::echo::line::check_line(&m), Ok(()));
-            assert_eq!(m.iter().filter(|&&b| b == b'\n').count(), 1);
-        }
-        let p = bulk_pattern(16_384);
-        for l in p[..BULK_LINES * BULK_LINE].split_inclusive(|&b| b == b'\n') {
-            assert_eq!(crate::echo::line::check_line(l), Ok(()));
-        }
-    }
 }

@@ -6,7 +6,7 @@
 use rustls::server::ServerConnectionData;
 use rustls::unbuffered::{EncryptError, WriteTraffic};
 
-use super::io::{OutBuf, Sink, encrypt};
+use super::buffers::{OutBuf, Sink, close_notify, encrypt};
 use crate::echo::Mode;
 use crate::echo::{EchoLimits, Ending, scan};
 
@@ -153,12 +153,12 @@ impl Sink for Lines<'_> {
 
 /// Sends fixed bytes (the tail at end of stream, an `ERR` line), then close_notify if asked;
 /// discards whatever data still arrives.
-pub(crate) struct Send<'a> {
+pub(crate) struct Reply<'a> {
     pub(crate) data: &'a [u8],
     pub(crate) close: bool,
 }
 
-impl Sink for Send<'_> {
+impl Sink for Reply<'_> {
     fn data(&mut self, _payload: &[u8], _plain: &mut Vec<u8>) {}
 
     fn write(
@@ -169,7 +169,7 @@ impl Sink for Send<'_> {
     ) -> Result<(), EncryptError> {
         encrypt(w, std::mem::take(&mut self.data), out)?;
         if std::mem::take(&mut self.close) {
-            super::io::close_notify(w, out)?;
+            close_notify(w, out)?;
         }
         Ok(())
     }

@@ -11,8 +11,10 @@
 //! Behaviour is that of the echo loop it replaces: the same limits, deadlines, endings, `ERR`
 //! lines, drain on shutdown, lingering close and close_notify (see `crate::echo`).
 
+mod buffers;
+mod handshake;
 mod io;
 mod lines;
 mod session;
 
-pub use session::{Facts, HandshakeError, Session, accept};
+pub use handshake::{Facts, HandshakeError, Session, accept};
