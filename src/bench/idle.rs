@@ -31,7 +31,9 @@ pub(super) async fn idle(
     let t0 = Instant::now();
     let mut open = open_all(&target, &meter, o.conns, args.ramp).await;
     if args.echo_first {
-        open = echo_once(&target, &meter, open, args.ramp).await;
+        // `--echo-first`: one line echoed on every connection before it goes quiet.
+        let echoed = probe_all(&target, &meter, open, args.ramp, Then::Keep).await;
+        open = echoed.into_iter().flatten().collect();
     }
     o.up_s = Some(t0.elapsed().as_secs_f64());
     o.established = open.len() as u64;
@@ -55,46 +57,31 @@ pub(super) async fn idle(
     }
     bar.finish_and_clear();
     o.window_s = held.elapsed().as_secs_f64();
-    let gate = Arc::new(Semaphore::new(args.ramp.max(1)));
-    let mut probes = JoinSet::new();
-    for mut conn in open {
-        let (target, gate) = (Arc::clone(&target), Arc::clone(&gate));
-        probes.spawn(async move {
-            let _permit = gate.acquire_owned().await;
-            let mut back = [0u8; IDLE_PROBE.len()];
-            let r = timeout(target.io_timeout, async {
-                conn.write_all(IDLE_PROBE).await?;
-                conn.flush().await?;
-                conn.read_exact(&mut back).await
-            })
-            .await;
-            match r {
-                Err(_) => Err(Failure::Timeout),
-                Ok(Err(e)) => Err(Failure::Io(e)),
-                Ok(Ok(_)) if back != IDLE_PROBE => Err(Failure::Mismatch),
-                Ok(Ok(_)) => target.close(conn).await,
-            }
-        });
-    }
-    let mut alive = 0;
-    while let Some(r) = probes.join_next().await {
-        match r {
-            Ok(Ok(())) => alive += 1,
-            Ok(Err(f)) => meter.errors.add(&f),
-            Err(_) => {}
-        }
-    }
-    o.alive = Some(alive);
+    o.alive = Some(
+        probe_all(&target, &meter, open, args.ramp, Then::Close)
+            .await
+            .len() as u64,
+    );
     Ok(o)
 }
 
-/// Idle `--echo-first`: one line echoed on every connection; returns those that echoed it.
-async fn echo_once(
+/// What a connection whose probe came back is for next.
+#[derive(Clone, Copy, PartialEq)]
+enum Then {
+    Keep,
+    Close,
+}
+
+/// Sends `IDLE_PROBE` on every connection, `ramp` at a time, and checks the echo; returns the
+/// connections that passed (with `Then::Close`, closed: only their count is of use). Failures
+/// are counted in `meter`.
+async fn probe_all(
     target: &Arc<Target>,
     meter: &Arc<Meter>,
     open: Vec<Conn>,
     ramp: usize,
-) -> Vec<Conn> {
+    then: Then,
+) -> Vec<Option<Conn>> {
     let gate = Arc::new(Semaphore::new(ramp.max(1)));
     let mut tasks = JoinSet::new();
     for mut conn in open {
@@ -112,17 +99,18 @@ async fn echo_once(
                 Err(_) => Err(Failure::Timeout),
                 Ok(Err(e)) => Err(Failure::Io(e)),
                 Ok(Ok(_)) if back != IDLE_PROBE => Err(Failure::Mismatch),
-                Ok(Ok(_)) => Ok(conn),
+                Ok(Ok(_)) if then == Then::Close => target.close(conn).await.map(|()| None),
+                Ok(Ok(_)) => Ok(Some(conn)),
             }
         });
     }
-    let mut echoed = Vec::new();
+    let mut passed = Vec::new();
     while let Some(r) = tasks.join_next().await {
         match r {
-            Ok(Ok(conn)) => echoed.push(conn),
+            Ok(Ok(conn)) => passed.push(conn),
             Ok(Err(f)) => meter.errors.add(&f),
             Err(_) => {}
         }
     }
-    echoed
+    passed
 }

@@ -90,19 +90,8 @@ pub(crate) fn encrypt(
     if data.is_empty() {
         return Ok(());
     }
-    let mut room = data.len() + (data.len() / MAX_FRAGMENT + 1) * RECORD_OVERHEAD + 256;
-    loop {
-        match w.encrypt(data, out.spare(room)) {
-            Ok(n) => {
-                out.commit(n);
-                return Ok(());
-            }
-            Err(EncryptError::InsufficientSize(s)) if s.required_size > room => {
-                room = s.required_size;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let room = data.len() + (data.len() / MAX_FRAGMENT + 1) * RECORD_OVERHEAD + 256;
+    fill(out, room, |buf| w.encrypt(data, buf), encrypt_needs)
 }
 
 /// Queues a close_notify alert into `out`.
@@ -110,19 +99,7 @@ pub(crate) fn close_notify(
     w: &mut WriteTraffic<'_, ServerConnectionData>,
     out: &mut OutBuf,
 ) -> Result<(), EncryptError> {
-    let mut room = 256;
-    loop {
-        match w.queue_close_notify(out.spare(room)) {
-            Ok(n) => {
-                out.commit(n);
-                return Ok(());
-            }
-            Err(EncryptError::InsufficientSize(s)) if s.required_size > room => {
-                room = s.required_size;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    fill(out, 256, |buf| w.queue_close_notify(buf), encrypt_needs)
 }
 
 /// Copies a handshake record rustls has ready into `out`.
@@ -130,17 +107,39 @@ pub(super) fn encode(
     e: &mut rustls::unbuffered::EncodeTlsData<'_, ServerConnectionData>,
     out: &mut OutBuf,
 ) -> Result<(), rustls::Error> {
-    let mut room = 4096;
+    let needs = |err: &EncodeError| match err {
+        EncodeError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    };
+    fill(out, 4096, |buf| e.encode(buf), needs)
+        .map_err(|err| rustls::Error::General(err.to_string()))
+}
+
+/// Runs `f` on `room` spare bytes of `out` and keeps what it wrote; when rustls says it needs
+/// more room (`needs`), grows it and runs `f` again.
+fn fill<E>(
+    out: &mut OutBuf,
+    mut room: usize,
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    needs: impl Fn(&E) -> Option<usize>,
+) -> Result<(), E> {
     loop {
-        match e.encode(out.spare(room)) {
+        match f(out.spare(room)) {
             Ok(n) => {
                 out.commit(n);
                 return Ok(());
             }
-            Err(EncodeError::InsufficientSize(s)) if s.required_size > room => {
-                room = s.required_size;
-            }
-            Err(err) => return Err(rustls::Error::General(err.to_string())),
+            Err(e) => match needs(&e) {
+                Some(required) if required > room => room = required,
+                _ => return Err(e),
+            },
         }
+    }
+}
+
+fn encrypt_needs(e: &EncryptError) -> Option<usize> {
+    match e {
+        EncryptError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
     }
 }
