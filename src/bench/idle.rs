@@ -10,8 +10,9 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use super::BenchArgs;
-use super::modes::{bar, open_all};
+use super::report::bar;
 use super::report::{Failure, Meter, Outcome};
+use super::target::open_all;
 use super::target::{Conn, Target, rss_kib};
 
 /// How long idle mode lets the server settle before sampling its memory.

@@ -6,17 +6,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use super::idle::idle;
 use super::payload::{bulk_pattern, line, stamp};
-use super::report::{Failure, Meter, Outcome, histogram};
-use super::target::{Conn, Target, cpu_seconds};
+use super::report::{Failure, Meter, Outcome, bar, histogram};
+use super::target::{Conn, Target, cpu_seconds, open_all};
 use super::{BenchArgs, BenchMode};
 
 /// Pause after a failed connection attempt, so a refusing server is not spun on.
@@ -91,37 +89,6 @@ pub async fn run(args: &BenchArgs, target: Arc<Target>) -> anyhow::Result<Outcom
     Ok(o)
 }
 
-/// Opens `n` connections, `ramp` handshakes at a time; failures are counted.
-pub(super) async fn open_all(
-    target: &Arc<Target>,
-    meter: &Arc<Meter>,
-    n: usize,
-    ramp: usize,
-) -> Vec<Conn> {
-    let bar = bar(n as u64, "connecting");
-    let gate = Arc::new(Semaphore::new(ramp.max(1)));
-    let mut tasks = JoinSet::new();
-    for _ in 0..n {
-        let (target, gate) = (Arc::clone(target), Arc::clone(&gate));
-        tasks.spawn(async move {
-            let _permit = gate.acquire_owned().await;
-            target.connect().await
-        });
-    }
-    let mut open = Vec::with_capacity(n);
-    while let Some(r) = tasks.join_next().await {
-        match r {
-            Ok(Ok(conn)) => open.push(conn),
-            Ok(Err(f)) => meter.errors.add(&f),
-            Err(_) => {}
-        }
-        bar.inc(1);
-        bar.set_message(format!("errors {}", meter.errors.total()));
-    }
-    bar.finish_and_clear();
-    open
-}
-
 /// Warm-up, then the measured window; returns its length and the server CPU it cost.
 async fn window(args: &BenchArgs, meter: &Arc<Meter>) -> (f64, Option<f64>) {
     let warmup = args.warmup.0;
@@ -162,15 +129,6 @@ async fn window(args: &BenchArgs, meter: &Arc<Meter>) -> (f64, Option<f64>) {
     ticker.abort();
     bar.finish_and_clear();
     (window_s, cpu0.zip(cpu1).map(|(a, b)| b - a))
-}
-
-pub(super) fn bar(len: u64, prefix: &'static str) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template("{prefix:>11} [{bar:30}] {elapsed} {msg}") {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(prefix);
-    bar
 }
 
 /// New connections back to back: connect, handshake (timed), close_notify, wait for the close.

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{BenchArgs, BenchMode};
 
@@ -310,4 +311,14 @@ fn json(args: &BenchArgs, o: &Outcome) -> serde_json::Value {
         "kib_per_conn": o.kib_per_conn(),
         "errors": errors,
     })
+}
+
+/// A progress bar on stderr.
+pub(super) fn bar(len: u64, prefix: &'static str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{prefix:>11} [{bar:30}] {elapsed} {msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(prefix);
+    bar
 }

@@ -17,7 +17,10 @@ use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::report::Failure;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::report::{Failure, Meter, bar};
 use super::{BenchArgs, Cipher, Kx};
 
 /// Where and how to connect.
@@ -158,6 +161,37 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// Opens `n` connections, `ramp` handshakes at a time; failures are counted.
+pub(super) async fn open_all(
+    target: &Arc<Target>,
+    meter: &Arc<Meter>,
+    n: usize,
+    ramp: usize,
+) -> Vec<Conn> {
+    let bar = bar(n as u64, "connecting");
+    let gate = Arc::new(Semaphore::new(ramp.max(1)));
+    let mut tasks = JoinSet::new();
+    for _ in 0..n {
+        let (target, gate) = (Arc::clone(target), Arc::clone(&gate));
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            target.connect().await
+        });
+    }
+    let mut open = Vec::with_capacity(n);
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(conn)) => open.push(conn),
+            Ok(Err(f)) => meter.errors.add(&f),
+            Err(_) => {}
+        }
+        bar.inc(1);
+        bar.set_message(format!("errors {}", meter.errors.total()));
+    }
+    bar.finish_and_clear();
+    open
 }
 
 #[cfg(test)]
