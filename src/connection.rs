@@ -4,6 +4,7 @@
 //! the TLS material in force, a stop signal) and knows nothing of the stages before it.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,26 +29,31 @@ pub(crate) async fn run(
     settings: &Settings,
     material: &TlsMaterial,
     stream: TcpStream,
-    stop: impl Future<Output = Stop>,
+    mut stop: Pin<&mut impl Future<Output = Stop>>,
 ) {
     let started = Instant::now();
     // Small echoes must not wait for Nagle and delayed ACKs.
     let _ = stream.set_nodelay(true);
-    tokio::pin!(stop);
-    let handshake = tokio::select! {
-        _ = stop.as_mut() => return,
-        r = tokio::time::timeout(settings.handshake_timeout, engine::accept(material, stream)) => r,
-    };
     let metrics = &settings.metrics;
-    let session = match handshake {
-        Ok(Ok(session)) => session,
-        Ok(Err(e)) => return handshake_failed(metrics, e.reason(), &e),
-        Err(_) => {
-            return handshake_failed(
-                metrics,
-                "timeout",
-                &"no handshake within --handshake-timeout",
-            );
+    // The handshake is boxed, and its result matched inside this block, so that none of its
+    // state is laid out in the task beside the echo's for the connection's whole life.
+    let session = {
+        let accept =
+            tokio::time::timeout(settings.handshake_timeout, engine::accept(material, stream));
+        let handshake = tokio::select! {
+            _ = stop.as_mut() => return,
+            r = Box::pin(accept) => r,
+        };
+        match handshake {
+            Ok(Ok(session)) => session,
+            Ok(Err(e)) => return handshake_failed(metrics, e.reason(), &e),
+            Err(_) => {
+                return handshake_failed(
+                    metrics,
+                    "timeout",
+                    &"no handshake within --handshake-timeout",
+                );
+            }
         }
     };
     metrics.handshake_done(started.elapsed());

@@ -228,7 +228,9 @@ impl Server {
         shutdown: CancellationToken,
     ) {
         let client = if proxied {
-            match self.origin(&mut stream, peer).await {
+            // Boxed: the header buffer (1 KiB) would otherwise be part of every connection
+            // task for its whole life, proxied or not.
+            match Box::pin(self.origin(&mut stream, peer)).await {
                 Some(client) => client,
                 None => return,
             }
@@ -239,20 +241,26 @@ impl Server {
         let Ok(pass) = self.firewall.admit(&live.allow, client.ip(), seat) else {
             return; // dropping the stream closes it: no TLS byte was sent
         };
-        let lifetime = self.config.max_conn_lifetime;
-        let stop = async {
-            tokio::select! {
-                () = shutdown.cancelled() => Stop::Shutdown,
-                () = self.revoked(client) => Stop::Revoked,
-                // Boxed: only with --max-conn-lifetime does a connection pay for the timer.
-                () = async { match lifetime {
-                    Some(d) => Box::pin(tokio::time::sleep(d)).await,
-                    None => std::future::pending().await,
-                } } => Stop::Lifetime,
-            }
-        };
+        // The stop signal is built in the call, not kept in a local: a local would be laid out
+        // in this task beside the copy that `run` holds.
+        let stop = std::pin::pin!(self.stop(client, &shutdown));
         connection::run(&self.settings, &live.tls, stream, stop).await;
         drop(pass);
+    }
+
+    /// Why an admitted connection must end early: shutdown, revocation by a reload, or
+    /// `--max-conn-lifetime`, whichever comes first.
+    async fn stop(&self, client: SocketAddr, shutdown: &CancellationToken) -> Stop {
+        let lifetime = self.config.max_conn_lifetime;
+        tokio::select! {
+            () = shutdown.cancelled() => Stop::Shutdown,
+            () = self.revoked(client) => Stop::Revoked,
+            // Boxed: only with --max-conn-lifetime does a connection pay for the timer.
+            () = async { match lifetime {
+                Some(d) => Box::pin(tokio::time::sleep(d)).await,
+                None => std::future::pending().await,
+            } } => Stop::Lifetime,
+        }
     }
 
     /// Reads a trusted proxy's PROXY header: the client it names (a LOCAL header, e.g. a
