@@ -53,6 +53,9 @@ pub struct Live {
     pub tls: TlsMaterial,
     /// Who may connect.
     pub allow: Allowlist,
+    /// Cancelled when a reload puts the next value in force (open connections then check their
+    /// peer against the new allowlist) and when the server stops; a child of `Server::stopping`.
+    replaced: CancellationToken,
 }
 
 impl Live {
@@ -61,6 +64,14 @@ impl Live {
         Ok(Live {
             tls: tls::load(&config.tls)?,
             allow: allowlist::load(&config.allow, config.allow_file.as_deref())?,
+            replaced: CancellationToken::new(),
+        })
+    }
+
+    fn under(self, stopping: &CancellationToken) -> Arc<Live> {
+        Arc::new(Live {
+            replaced: stopping.child_token(),
+            ..self
         })
     }
 }
@@ -74,12 +85,15 @@ pub struct Server {
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
     next_id: AtomicU64,
+    /// Cancelled once the accept loops have stopped: every open connection drains and closes.
+    stopping: CancellationToken,
 }
 
 impl Server {
     /// Loads TLS material and the allowlist; any error stops start-up.
     pub fn new(config: Config) -> Result<Server, LoadError> {
         let live = Live::load(&config)?;
+        let stopping = CancellationToken::new();
         let metrics = Arc::new(Metrics::new());
         metrics.set_cert_not_after(live.tls.soonest_not_after());
         let peers = PeerLimits::new(
@@ -100,12 +114,13 @@ impl Server {
             metrics: Arc::clone(&metrics),
         };
         Ok(Server {
-            live: watch::Sender::new(Arc::new(live)),
+            live: watch::Sender::new(live.under(&stopping)),
             firewall,
             settings,
             metrics,
             tracker: TaskTracker::new(),
             next_id: AtomicU64::new(1),
+            stopping,
             config,
         })
     }
@@ -135,7 +150,10 @@ impl Server {
             .set_cert_not_after(live.tls.soonest_not_after());
         let (days_left, allow_entries) = (live.tls.leaf.seconds_left() / 86_400, live.allow.len());
         // Swapped before it is logged: a client that acts on the log line gets the new material.
-        self.live.send_replace(Arc::new(live));
+        self.live
+            .send_replace(live.under(&self.stopping))
+            .replaced
+            .cancel();
         info!(
             cert_expires_in_days = days_left,
             allow_entries, "reload applied"
@@ -156,6 +174,7 @@ impl Server {
         }
         loops.close();
         loops.wait().await;
+        self.stopping.cancel();
         self.tracker.close();
         let timeout = self.config.shutdown_timeout;
         info!(
@@ -185,7 +204,7 @@ impl Server {
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = ACCEPT_BACKOFF.0;
-                    self.spawn(stream, peer, &shutdown);
+                    self.spawn(stream, peer);
                 }
                 Err(e) => {
                     warn!(error = %e, pause_ms = backoff.as_millis() as u64, "accept failed; backing off");
@@ -201,7 +220,7 @@ impl Server {
 
     /// Every accepted connection counts against `--max-conns` from here on; past it, it is
     /// closed at once (no TLS byte sent).
-    fn spawn(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, shutdown: &CancellationToken) {
+    fn spawn(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) {
         self.metrics.accepted();
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let Ok(seat) = self.firewall.seat(peer.ip()) else {
@@ -214,7 +233,7 @@ impl Server {
         } else {
             info_span!("conn", id, peer = %peer)
         };
-        let task = Arc::clone(self).connection(stream, peer, proxied, seat, shutdown.clone());
+        let task = Arc::clone(self).connection(stream, peer, proxied, seat);
         self.tracker.spawn(task.instrument(span));
     }
 
@@ -225,7 +244,6 @@ impl Server {
         peer: SocketAddr,
         proxied: bool,
         seat: Seat,
-        shutdown: CancellationToken,
     ) {
         let client = if proxied {
             // Boxed: the header buffer (1 KiB) would otherwise be part of every connection
@@ -243,23 +261,39 @@ impl Server {
         };
         // The stop signal is built in the call, not kept in a local: a local would be laid out
         // in this task beside the copy that `run` holds.
-        let stop = std::pin::pin!(self.stop(client, &shutdown));
+        let stop = std::pin::pin!(self.stop(client, &live));
         connection::run(&self.settings, &live.tls, stream, stop).await;
         drop(pass);
     }
 
     /// Why an admitted connection must end early: shutdown, revocation by a reload, or
     /// `--max-conn-lifetime`, whichever comes first.
-    async fn stop(&self, client: SocketAddr, shutdown: &CancellationToken) -> Stop {
+    async fn stop(&self, client: SocketAddr, admitted: &Live) -> Stop {
         let lifetime = self.config.max_conn_lifetime;
         tokio::select! {
-            () = shutdown.cancelled() => Stop::Shutdown,
-            () = self.revoked(client) => Stop::Revoked,
+            why = self.replaced(client, admitted) => why,
             // Boxed: only with --max-conn-lifetime does a connection pay for the timer.
             () = async { match lifetime {
                 Some(d) => Box::pin(tokio::time::sleep(d)).await,
                 None => std::future::pending().await,
             } } => Stop::Lifetime,
+        }
+    }
+
+    /// Waits on the token of the material the connection was admitted under (so no reload is
+    /// missed), then on each newer one: resolves at shutdown, or when a reload takes `peer` off
+    /// the allowlist (never in audit mode). One token for both keeps the connection task small.
+    async fn replaced(&self, peer: SocketAddr, admitted: &Live) -> Stop {
+        admitted.replaced.cancelled().await;
+        loop {
+            if self.stopping.is_cancelled() {
+                return Stop::Shutdown;
+            }
+            let live = self.live();
+            if !self.firewall.keeps(&live.allow, peer.ip()) {
+                return Stop::Revoked;
+            }
+            live.replaced.cancelled().await;
         }
     }
 
@@ -286,19 +320,5 @@ impl Server {
         };
         Span::current().record("peer", tracing::field::display(client));
         Some(client)
-    }
-
-    /// Resolves when a reload takes `peer` off the allowlist (never in audit mode).
-    async fn revoked(&self, peer: SocketAddr) {
-        let mut live = self.live.subscribe();
-        while live.changed().await.is_ok() {
-            if !self
-                .firewall
-                .keeps(&live.borrow_and_update().allow, peer.ip())
-            {
-                return;
-            }
-        }
-        std::future::pending().await
     }
 }
