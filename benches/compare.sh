@@ -7,6 +7,7 @@
 #
 #   bash benches/compare.sh                        # everything, 10 s windows
 #   DURATION=3s SERVERS="tls-echo go" bash benches/compare.sh
+#   python3 benches/table.py run1/results.jsonl run2/results.jsonl run3/results.jsonl  # medians
 #
 # Installs Debian's golang-go and nodejs when missing (not part of CI).
 set -euo pipefail
@@ -16,7 +17,7 @@ DURATION=${DURATION:-10s}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 MAX_IDLE_CONNS=${MAX_IDLE_CONNS:-19000}
 SERVERS=${SERVERS:-"tls-echo tls-echo-raw tokio-rustls go node python"}
-CASES=${CASES:-"handshake pingpong16 pingpong1000 paced1000 bulk idle"}
+CASES=${CASES:-"handshake pingpong16 pingpong1000 paced1000 bulk idle idle-echoed"}
 OUT=${OUT:-benches/results}
 SOURCES=127.0.0.1-127.0.0.40
 PORT=4490
@@ -100,6 +101,8 @@ for name in $SERVERS; do
       paced1000) bench "$name" "$case" pingpong --conns 1000 --size 64 --rate 15000 --duration "$DURATION" ;;
       bulk) bench "$name" "$case" bulk --conns 4 --size 16384 --duration "$DURATION" ;;
       idle) bench "$name" "$case" idle --conns "$IDLE_CONNS" --duration 5s ;;
+      # Connections that echoed one line each, then went quiet.
+      idle-echoed) bench "$name" "$case" idle --echo-first --conns "$IDLE_CONNS" --duration 5s ;;
       idle-max) bench "$name" "$case" idle --conns "$MAX_IDLE_CONNS" --duration 10s ;;
     esac
   done
