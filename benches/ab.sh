@@ -19,17 +19,7 @@ SERVERS=${SERVERS:?"SERVERS=\"name=binary ...\""}
 BIN=${CLIENT:-target/release/tls-echo}
 PORT=${PORT:-47391}
 SOURCES=127.0.0.1-127.0.0.40
-LIMITS=(--max-conns 19500 --max-conns-per-ip 100000 --rate-per-ip 1000000 --rate-burst 1000000)
-
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-"$BIN" gen-certs --out "$work/certs" >/dev/null
-C=$work/certs
+source benches/lib.bash
 mkdir -p "${OUT:-$work}"
 results=${OUT:-$work}/ab.jsonl
 : >"$results"
@@ -38,25 +28,11 @@ start() { # NAME BINARY [EXTRA...]
   local name=$1 bin=$2
   shift 2
   if [[ $name == *tokio-rustls* ]]; then
-    RUST_LOG=warn taskset -c 0 "$bin" "$C/server.pem" "$C/server.key" "127.0.0.1:$PORT" \
-      >"$work/server.log" 2>&1 &
+    start_server "$bin" "$C/server.pem" "$C/server.key" "127.0.0.1:$PORT"
   else
-    RUST_LOG=warn taskset -c 0 "$bin" --cert "$C/server.pem" --key "$C/server.key" \
-      --listen "127.0.0.1:$PORT" "${LIMITS[@]}" "$@" >"$work/server.log" 2>&1 &
+    start_server "$bin" --cert "$C/server.pem" --key "$C/server.key" \
+      --listen "127.0.0.1:$PORT" "${LIMITS[@]}" "$@"
   fi
-  server_pid=$!
-  for _ in $(seq 100); do
-    if ss -Hltn "sport = :$PORT" | grep -q .; then return 0; fi
-    sleep 0.1
-  done
-  cat "$work/server.log" >&2
-  exit 1
-}
-
-stop() {
-  kill "$server_pid" 2>/dev/null || true
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=
 }
 
 run() { # NAME BINARY CASE
@@ -75,7 +51,7 @@ run() { # NAME BINARY CASE
   taskset -c 1 "$BIN" bench "${args[@]}" --duration "$DURATION" --connect "127.0.0.1:$PORT" \
     --ca "$C/ca.pem" --source-ip "$SOURCES" --server-pid "$server_pid" \
     --label "$name $case" --json 2>/dev/null >>"$results" || echo "  ($name $case: errors)" >&2
-  stop
+  stop_server
 }
 
 for r in $(seq "$REPEATS"); do

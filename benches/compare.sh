@@ -33,23 +33,11 @@ fi
 
 cargo build --release --locked --bin tls-echo --example peer-tokio-rustls
 BIN=target/release/tls-echo
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-"$BIN" gen-certs --out "$work/certs" >/dev/null
-C=$work/certs
+source benches/lib.bash
 GOCACHE=$work/gocache GOPATH=$work/gopath go build -o "$work/go-echo" benches/peers/echo.go
 mkdir -p "$OUT"
 results=$OUT/results.jsonl
 : > "$results"
-
-# Limits lifted for load from one host: the defaults allow 256 connections and 100 new/s per
-# peer address.
-LIMITS=(--max-conns 19500 --max-conns-per-ip 100000 --rate-per-ip 1000000 --rate-burst 1000000)
 
 start() { # NAME: starts it on CPU 0, sets server_pid, waits until the port listens
   local cmd
@@ -62,21 +50,7 @@ start() { # NAME: starts it on CPU 0, sets server_pid, waits until the port list
     python) cmd=(python3 benches/peers/echo.py "$C/server.pem" "$C/server.key" "$PORT") ;;
     *) echo "unknown server $1" >&2; exit 2 ;;
   esac
-  RUST_LOG=warn taskset -c 0 "${cmd[@]}" >"$work/server.log" 2>&1 &
-  server_pid=$!
-  for _ in $(seq 100); do
-    if ss -Hltn "sport = :$PORT" | grep -q .; then return 0; fi
-    sleep 0.1
-  done
-  echo "$1 did not start listening:" >&2
-  cat "$work/server.log" >&2
-  exit 1
-}
-
-stop() {
-  kill "$server_pid" 2>/dev/null || true
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=
+  start_server "${cmd[@]}"
 }
 
 bench() { # NAME CASE BENCH-ARGS...
@@ -87,7 +61,7 @@ bench() { # NAME CASE BENCH-ARGS...
   taskset -c 1 "$BIN" bench "$@" --connect "127.0.0.1:$PORT" --ca "$C/ca.pem" \
     --source-ip "$SOURCES" --server-pid "$server_pid" --label "$name $case" --json \
     >>"$results" || echo "   ($name $case reported errors; see its line)" >&2
-  stop
+  stop_server
 }
 
 for name in $SERVERS; do

@@ -17,16 +17,8 @@ ROUNDS=${ROUNDS:-3}
 INTERVAL=${INTERVAL:-0.05}
 DURATION=${DURATION:-6s}
 PORT=${PORT:-4491}
-BENCH=${BENCH:-${!#}}
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-"$BENCH" gen-certs --out "$work/certs" >/dev/null
-C=$work/certs
+BIN=${BENCH:-${!#}}
+source benches/lib.bash
 # A large allow-file makes each reload cost what a big deployment's does (parsing 10^5 lines):
 # a reload that blocks the only worker then shows in the echo latency.
 ALLOW_ENTRIES=${ALLOW_ENTRIES:-100000}
@@ -39,26 +31,18 @@ for i in range(n):
 PY
 
 run() { # BIN CASE ROUND
-  local bin=$1 case=$2 round=$3 hup= log
-  log=$(mktemp -p "$work")
-  RUST_LOG=info taskset -c 0 "$bin" --cert "$C/server.pem" --key "$C/server.key" \
-    --listen "127.0.0.1:$PORT" --rate-per-ip 1000000 --rate-burst 1000000 --allow-file "$work/allow.txt" \
-    >"$log" 2>&1 &
-  server_pid=$!
-  for _ in $(seq 100); do # serving once the self-test has passed
-    grep -q "self-test passed" "$log" && break
-    sleep 0.1
-  done
+  local bin=$1 case=$2 round=$3 hup=
+  # Signal handlers are installed before the listener is bound: a SIGHUP from here on reloads.
+  start_server "$bin" --cert "$C/server.pem" --key "$C/server.key" \
+    --listen "127.0.0.1:$PORT" "${LIMITS[@]}" --allow-file "$work/allow.txt"
   if [ "$case" = reloading ]; then
     (while kill -HUP "$server_pid" 2>/dev/null; do sleep "$INTERVAL"; done) &
     hup=$!
   fi
-  taskset -c 1 "$BENCH" bench pingpong --conns 16 --size 64 --duration "$DURATION" \
+  taskset -c 1 "$BIN" bench pingpong --conns 16 --size 64 --duration "$DURATION" \
     --connect "127.0.0.1:$PORT" --ca "$C/ca.pem" --json >"$work/out.json" 2>/dev/null || true
   if [ -n "$hup" ]; then kill "$hup" 2>/dev/null || true; fi
-  kill "$server_pid" 2>/dev/null || true
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=
+  stop_server
   python3 - "$bin" "$case" "$round" "$work/out.json" <<'PY'
 import json, sys
 bin_, case, rnd, path = sys.argv[1:]
