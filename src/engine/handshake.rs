@@ -107,17 +107,17 @@ where
             let _ = poll_fn(|cx| conn.poll_flush_out(cx)).await;
             return Err(tls_error(*e));
         }
+        if let PassEnd::Established = step.end {
+            // Its output is unsent: the echo's first step writes it (see `Conn::step`).
+            return Ok(Session {
+                conn,
+                sni: name,
+                early: early.0,
+            });
+        }
         poll_fn(|cx| conn.poll_flush_out(cx)).await?;
-        match step.end {
-            PassEnd::Established => {
-                return Ok(Session {
-                    conn,
-                    sni: name,
-                    early: early.0,
-                });
-            }
-            _ if step.eof || conn.peer_closed => return Err(handshake_eof()),
-            _ => {}
+        if step.eof || conn.peer_closed {
+            return Err(handshake_eof());
         }
     }
 }
