@@ -489,3 +489,58 @@ fn key_updates_in_both_directions_keep_the_echo_going() {
         assert_eq!(tally.lines, 3);
     });
 }
+
+/// A bad line and, in the same read, a malformed record after it: the verdict stands and the
+/// client gets the `ERR` line for the bad line, not a TLS error about what followed it.
+#[test]
+fn a_malformed_record_after_a_bad_line_does_not_hide_the_err_line() {
+    let (material, client_config, _) = pki();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        let limits = EchoLimits {
+            mode: Mode::Line,
+            max_line: MAX_LINE,
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
+            max_bytes: None,
+        };
+        let serve = async {
+            let session = engine::accept(material, server_io)
+                .await
+                .expect("handshake");
+            let mut tally = Tally::default();
+            let stop = pin!(std::future::pending::<Stop>());
+            session.echo(&limits, stop, &mut tally).await
+        };
+        let talk = async {
+            let name = ServerName::try_from("localhost").expect("name");
+            let mut tls = TlsConnector::from(Arc::clone(client_config))
+                .connect(name, client_io)
+                .await
+                .expect("client handshake");
+            // Neither write yields to the server: both are in its next read.
+            tls.write_all(b"ok\nbad\x00\n").await.expect("write");
+            tls.flush().await.expect("flush");
+            // An application-data header claiming 65,535 bytes: rustls refuses it on sight.
+            tls.get_mut()
+                .0
+                .write_all(&[0x17, 0x03, 0x03, 0xff, 0xff, 0x00])
+                .await
+                .expect("raw write");
+            let mut got = Vec::new();
+            let _ = tls.read_to_end(&mut got).await;
+            got
+        };
+        let (ending, got) =
+            tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(serve, talk) })
+                .await
+                .expect("finished");
+        assert_eq!(ending, Ending::Violation(Violation::ControlCharacter));
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("ok\nERR control-character "), "{got:?}");
+    });
+}

@@ -72,6 +72,11 @@ pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 pub(crate) trait Sink {
     /// Decrypted application data, in order.
     fn data(&mut self, payload: &[u8], plain: &mut Vec<u8>);
+    /// The sink has decided the session's end: records after this point are left unprocessed
+    /// (a malformed one must not turn a precise `ERR` line into a TLS error).
+    fn done(&self) -> bool {
+        false
+    }
     /// All complete records are processed and rustls can encrypt: queue what is to be sent.
     fn write(
         &mut self,

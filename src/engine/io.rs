@@ -179,7 +179,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.handshaking = false;
                 return (start, PassEnd::Established);
             }
-            let status = self.tls.process_tls_records(&mut buf[start..]);
+            // Once the sink is done, rustls is shown no more records: it then lets the echo
+            // queued before the verdict be encrypted, and the rest stays unprocessed.
+            let end = if sink.done() { start } else { buf.len() };
+            let status = self.tls.process_tls_records(&mut buf[start..end]);
             let discard = status.discard;
             let state = match status.state {
                 Ok(state) => state,
@@ -197,6 +200,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                             Ok(record) => {
                                 extra += record.discard;
                                 sink.data(record.payload, plain);
+                                if sink.done() {
+                                    break;
+                                }
                             }
                             Err(e) => {
                                 return (start + discard + extra, PassEnd::Error(Box::new(e)));

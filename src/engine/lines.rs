@@ -138,6 +138,10 @@ impl Sink for Lines<'_> {
         self.consume(payload, plain);
     }
 
+    fn done(&self) -> bool {
+        self.verdict.is_some()
+    }
+
     fn write(
         &mut self,
         w: &mut WriteTraffic<'_, ServerConnectionData>,

@@ -249,6 +249,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Echo<'_, S> {
             }
             None => 0,
         };
+        // Nothing the client sent after the ending matters, and a malformed record among it
+        // would make rustls refuse to encrypt the `ERR` line.
+        self.conn.incoming = Vec::new();
         let conn = &mut self.conn;
         let sent = timeout(self.limits.write_timeout, async {
             let mut send = Reply {
