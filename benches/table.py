@@ -52,6 +52,10 @@ cols = [
     ("idle KiB/conn", lambda n: fmt(get(n, "idle", "kib_per_conn"), 2)),
     ("spoken, idle KiB/conn", lambda n: fmt(get(n, "idle-echoed", "kib_per_conn"), 2)),
     ("errors", lambda n: str(sum(sum(r.get("errors", {}).values()) for r in rows[n].values()))),
+    # The host's share of the CPU it took back (hypervisor steal), worst window of the row:
+    # figures from a window with more than a few percent are suspect.
+    ("steal % (max)", lambda n: fmt(max((r.get("steal_pct") or 0.0
+                                          for rs in runs[n].values() for r in rs), default=None), 1)),
 ]
 names = [n for n in OURS + PEERS if n in rows]
 print("| server | " + " | ".join(c for c, _ in cols) + " |")

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::idle::idle;
 use super::payload::{bulk_pattern, line, stamp};
 use super::report::{Failure, Meter, Outcome, bar, histogram};
-use super::target::{Conn, Target, cpu_seconds, open_all};
+use super::target::{Conn, Target, cpu_seconds, machine_ticks, open_all, steal_percent};
 use super::{BenchArgs, BenchMode};
 
 /// Pause after a failed connection attempt, so a refusing server is not spun on.
@@ -45,6 +45,7 @@ pub async fn run(args: &BenchArgs, target: Arc<Target>) -> anyhow::Result<Outcom
         latency: histogram(),
         meter: Arc::clone(&meter),
         server_cpu_s: None,
+        steal_pct: None,
         up_s: None,
         rss_kib: None,
         alive: None,
@@ -74,7 +75,7 @@ pub async fn run(args: &BenchArgs, target: Arc<Target>) -> anyhow::Result<Outcom
         }
         BenchMode::Idle => return idle(args, target, o).await,
     }
-    let (window_s, cpu) = window(args, &meter).await;
+    let w = window(args, &meter).await;
     stop.cancel();
     while let Some(h) = workers.join_next().await {
         if let Ok(h) = h {
@@ -84,13 +85,22 @@ pub async fn run(args: &BenchArgs, target: Arc<Target>) -> anyhow::Result<Outcom
     if args.mode == BenchMode::Handshake {
         o.established = meter.ops.load(Ordering::Relaxed);
     }
-    o.window_s = window_s;
-    o.server_cpu_s = cpu;
+    o.window_s = w.seconds;
+    o.server_cpu_s = w.server_cpu_s;
+    o.steal_pct = w.steal_pct;
     Ok(o)
 }
 
-/// Warm-up, then the measured window; returns its length and the server CPU it cost.
-async fn window(args: &BenchArgs, meter: &Arc<Meter>) -> (f64, Option<f64>) {
+/// The measured window: its length, the server CPU it cost, and how much of the machine's CPU
+/// the hypervisor took meanwhile (a busy host shows up there, not in the figures' own noise).
+struct Window {
+    seconds: f64,
+    server_cpu_s: Option<f64>,
+    steal_pct: Option<f64>,
+}
+
+/// Warm-up, then the measured window.
+async fn window(args: &BenchArgs, meter: &Arc<Meter>) -> Window {
     let warmup = args.warmup.0;
     let total = warmup + args.duration.0;
     let bar = bar(total.as_millis() as u64, args.mode.name());
@@ -119,6 +129,7 @@ async fn window(args: &BenchArgs, meter: &Arc<Meter>) -> (f64, Option<f64>) {
         })
     };
     tokio::time::sleep(warmup).await;
+    let machine0 = machine_ticks();
     let cpu0 = args.server_pid.and_then(cpu_seconds);
     let t0 = Instant::now();
     meter.set_measuring(true);
@@ -126,9 +137,16 @@ async fn window(args: &BenchArgs, meter: &Arc<Meter>) -> (f64, Option<f64>) {
     meter.set_measuring(false);
     let window_s = t0.elapsed().as_secs_f64();
     let cpu1 = args.server_pid.and_then(cpu_seconds);
+    let steal = machine0
+        .zip(machine_ticks())
+        .and_then(|(a, b)| steal_percent(a, b));
     ticker.abort();
     bar.finish_and_clear();
-    (window_s, cpu0.zip(cpu1).map(|(a, b)| b - a))
+    Window {
+        seconds: window_s,
+        server_cpu_s: cpu0.zip(cpu1).map(|(a, b)| b - a),
+        steal_pct: steal,
+    }
 }
 
 /// New connections back to back: connect, handshake (timed), close_notify, wait for the close.

@@ -143,6 +143,8 @@ pub struct Outcome {
     pub meter: std::sync::Arc<Meter>,
     /// Server CPU seconds used in the window, if sampled.
     pub server_cpu_s: Option<f64>,
+    /// Percent of the machine's CPU time stolen by the hypervisor in the window (Linux).
+    pub steal_pct: Option<f64>,
     /// Idle: seconds until every connection was up.
     pub up_s: Option<f64>,
     /// Idle: server RSS before connecting and with every connection up, KiB.
@@ -269,6 +271,12 @@ fn table(args: &BenchArgs, o: &Outcome) -> String {
             );
         }
     }
+    if let Some(steal) = o.steal_pct {
+        row(
+            "machine steal",
+            format!("{steal:.1}% of all CPU time in the window"),
+        );
+    }
     let errors = o.meter.errors.each();
     if errors.is_empty() {
         row("errors", "none".into());
@@ -302,6 +310,7 @@ fn json(args: &BenchArgs, o: &Outcome) -> serde_json::Value {
         "p99_us": o.quantile_us(0.99),
         "p999_us": o.quantile_us(0.999),
         "server_cpu_s": o.server_cpu_s,
+        "steal_pct": o.steal_pct,
         "rate_per_cpu_s": o.per_cpu(o.rate()),
         "mb_per_cpu_s": (args.mode == BenchMode::Bulk).then(|| o.per_cpu(o.mb_per_s())).flatten(),
         "up_s": o.up_s,

@@ -150,6 +150,25 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / CLOCK_TICKS_PER_SECOND)
 }
 
+/// The machine's CPU time so far, in ticks: (stolen by the hypervisor, all).
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    Some((*ticks.get(7)?, ticks.iter().take(8).sum()))
+}
+
+/// The share of the machine's CPU time stolen by the hypervisor between two samples, percent.
+pub fn steal_percent(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
+    let total = after.1.checked_sub(before.1).filter(|&t| t > 0)?;
+    Some(after.0.saturating_sub(before.0) as f64 * 100.0 / total as f64)
+}
+
 /// The process's resident memory in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -201,5 +220,13 @@ mod tests {
         let me = std::process::id();
         assert!(super::cpu_seconds(me).is_some());
         assert!(super::rss_kib(me).is_some_and(|k| k > 0));
+        let (steal, total) = super::machine_ticks().expect("/proc/stat");
+        assert!(steal <= total && total > 0);
+    }
+
+    #[test]
+    fn steal_is_a_share_of_the_ticks_between_samples() {
+        assert_eq!(super::steal_percent((10, 1000), (30, 1200)), Some(10.0));
+        assert_eq!(super::steal_percent((10, 1000), (10, 1000)), None);
     }
 }
