@@ -1,47 +1,54 @@
 //! The connection engine (TLS over rustls's unbuffered API, then the echo) driven with
-//! arbitrary input over an in-memory pipe, time auto-advancing so every deadline can fire:
+//! arbitrary input over an in-memory pipe, time auto-advancing so every deadline can fire,
+//! against a server whose `--strict-sni` and client authentication the input chooses (see `pki`):
 //!
 //! - `Hello`: arbitrary bytes as the client's first flight (ClientHello parsing, the replay
 //!   into the unbuffered connection, handshake failures and their alerts);
-//! - `Session`: a real TLS client completes the handshake, then the input is a script of
-//!   application data (records cut where the input says), raw bytes injected into the TLS
-//!   stream (forged or cut records), key updates, close_notify or a bare TCP close; the
-//!   server's reads are cut where the input says.
+//! - `Session`: a real TLS client, sending the server's name, another or none, with a trusted
+//!   certificate, an untrusted one or none, does the handshake; if the server accepts, the input
+//!   is then a script of application data (records cut where the input says), raw bytes
+//!   injected into the TLS stream (forged or cut records), key updates, close_notify or a bare
+//!   TCP close; the server's reads are cut where the input says.
 //!
-//! The engine must never panic and must always end. When the script is only application data
-//! followed by close_notify, the echo and the ending must equal a reference model of the
-//! protocol applied to the whole input at once.
+//! The engine must never panic and must always end. A pairing the server must refuse ends in
+//! `engine::accept`'s error with the expected reason and no echo; one it must accept completes
+//! the handshake. When the script is only application data followed by close_notify, the echo
+//! and the ending must equal a reference model of the protocol applied to the whole input at
+//! once.
 #![no_main]
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{Read as _, Write as _};
 use std::pin::{Pin, pin};
-use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use rustls::pki_types::ServerName;
-use tls_echo::tools::certs::{Ca, Validity};
 use tls_echo::echo::Mode;
+use tls_echo::echo::line::{Violation, check_line, check_prefix};
 use tls_echo::echo::{EchoLimits, Ending, Stop, Tally};
 use tls_echo::engine;
-use tls_echo::echo::line::{Violation, check_line, check_prefix};
-use tls_echo::tls::{self, Identity, TlsMaterial, TlsSettings};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
+
+#[path = "engine/pki.rs"]
+mod pki;
+use pki::{ClientSetup, ServerSetup};
 
 const MAX_LINE: usize = 32;
 
 #[derive(Debug, Arbitrary)]
 enum Input {
     Hello {
+        server: ServerSetup,
         bytes: Vec<u8>,
         reads: Vec<u16>,
         close: bool,
     },
     Session {
+        server: ServerSetup,
+        client: ClientSetup,
         raw: bool,
         max_bytes: Option<u16>,
         /// Whether the server stops (shutdown) once the script is sent.
@@ -73,50 +80,6 @@ fuzz_target!(|input: Input| {
             .expect("the engine always ends");
     });
 });
-
-fn pki() -> &'static (TlsMaterial, Arc<rustls::ClientConfig>) {
-    static PKI: OnceLock<(TlsMaterial, Arc<rustls::ClientConfig>)> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("tls-echo-fuzz-engine-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let ca = Ca::new("fuzz CA", Validity::days(30)).expect("ca");
-        let leaf = ca
-            .server(&["localhost".to_string()], &[], Validity::days(30))
-            .expect("leaf");
-        let write = |name: &str, text: &str| {
-            let path = dir.join(name);
-            tls_echo::tools::certs::write_new(&path, text, 0o600, true).expect("write");
-            path
-        };
-        let settings = TlsSettings {
-            identities: vec![Identity {
-                cert: write("server.pem", &leaf.cert_pem),
-                key: write("server.key", &leaf.key_pem),
-            }],
-            strict_sni: false,
-            alpn: Vec::new(),
-            client_crls: Vec::new(),
-            ocsp_responses: Vec::new(),
-            ticket_keys: None,
-            client_ca: None,
-            allow_client: Vec::new(),
-            tls13_only: false,
-        };
-        let material = tls::load(&settings).expect("material");
-        let ca_path = write("ca.pem", &ca.pair.cert_pem);
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in tls::read_certs(&ca_path, "CA").expect("ca") {
-            roots.add(cert).expect("root");
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        let client = rustls::ClientConfig::builder_with_provider(tls::provider())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        (material, Arc::new(client))
-    })
-}
 
 /// The server's end, each read cut to the next given size.
 struct Cuts {
@@ -162,10 +125,10 @@ impl AsyncWrite for Cuts {
 }
 
 async fn drive(input: Input) {
-    let (material, client_config) = pki();
     let (mut client_io, server_io) = tokio::io::duplex(1 << 16);
     match input {
         Input::Hello {
+            server,
             bytes,
             reads,
             close,
@@ -177,7 +140,7 @@ async fn drive(input: Input) {
             let serve = async {
                 let handshake = tokio::time::timeout(
                     Duration::from_secs(10),
-                    engine::accept(material, server_io),
+                    engine::accept(pki::material(server), server_io),
                 );
                 if let Ok(Err(e)) = handshake.await {
                     assert!(!e.reason().is_empty());
@@ -197,6 +160,8 @@ async fn drive(input: Input) {
             });
         }
         Input::Session {
+            server,
+            client: setup,
             raw,
             max_bytes,
             shutdown,
@@ -216,11 +181,17 @@ async fn drive(input: Input) {
                 write_timeout: Duration::from_secs(5),
                 max_bytes,
             };
+            let refusal = pki::refusal(server, setup);
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
             let serve = async {
-                let session = engine::accept(material, server_io)
-                    .await
-                    .expect("a real client's handshake");
+                let session = match engine::accept(pki::material(server), server_io).await {
+                    Ok(session) => session,
+                    Err(e) => {
+                        assert_eq!(Some(e.reason()), refusal, "{setup:?} to {server:?}: {e}");
+                        return None;
+                    }
+                };
+                assert_eq!(refusal, None, "{setup:?} to {server:?} accepted");
                 let mut tally = Tally::default();
                 let stop = pin!(async {
                     let _ = stop_rx.await;
@@ -231,7 +202,7 @@ async fn drive(input: Input) {
                     }
                 });
                 let ending = session.echo(&limits, stop, &mut tally).await;
-                (ending, tally)
+                Some((ending, tally))
             };
             let clean = script.iter().all(|op| matches!(op, Op::Data(_))) && !shutdown;
             let script = &script;
@@ -243,8 +214,12 @@ async fn drive(input: Input) {
                 })
                 .collect::<Vec<_>>()
                 .concat();
-            let talk = client(client_io, client_config, &script, clean, stop_tx);
-            let ((ending, tally), got) = tokio::join!(serve, talk);
+            let talk = client(client_io, setup, &script, clean, stop_tx);
+            let (served, got) = tokio::join!(serve, talk);
+            let Some((ending, tally)) = served else {
+                assert!(got.is_empty(), "echo after a refused handshake: {got:?}");
+                return;
+            };
             if clean {
                 let (echoed, want) = model(&sent, mode, max_bytes);
                 assert_eq!(ending, want, "ending for {sent:?}");
@@ -259,13 +234,13 @@ async fn drive(input: Input) {
 /// close can be interleaved with its records. Returns the decrypted bytes it received.
 async fn client(
     io: DuplexStream,
-    config: &Arc<rustls::ClientConfig>,
+    setup: ClientSetup,
     script: &[Op],
     clean: bool,
     stop: tokio::sync::oneshot::Sender<()>,
 ) -> Vec<u8> {
-    let name = ServerName::try_from("localhost").expect("name");
-    let conn = rustls::ClientConnection::new(Arc::clone(config), name).expect("client");
+    let conn = rustls::ClientConnection::new(pki::client_config(setup), pki::server_name(setup))
+        .expect("client");
     let conn = RefCell::new(conn);
     let (mut rd, mut wr) = tokio::io::split(io);
     let mut got = Vec::new();
