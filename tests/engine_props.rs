@@ -152,6 +152,29 @@ fn plan(len: usize) -> impl Strategy<Value = Plan> {
         })
 }
 
+/// The echo limits of these tests: short lines, deadlines that never fire.
+fn limits(mode: Mode, max_bytes: Option<u64>) -> EchoLimits {
+    EchoLimits {
+        mode,
+        max_line: MAX_LINE,
+        idle_timeout: Duration::from_secs(60),
+        write_timeout: Duration::from_secs(60),
+        max_bytes,
+    }
+}
+
+/// The client's side of the handshake, as `localhost`.
+async fn connect(
+    config: &Arc<rustls::ClientConfig>,
+    io: DuplexStream,
+) -> tokio_rustls::client::TlsStream<DuplexStream> {
+    let name = ServerName::try_from("localhost").expect("name");
+    TlsConnector::from(Arc::clone(config))
+        .connect(name, io)
+        .await
+        .expect("client handshake")
+}
+
 /// Handshake, then `input` in the client's writes and close_notify; returns what the client
 /// got back, how the echo ended, and the tally.
 fn run(input: &[u8], plan: &Plan, mode: Mode, max_bytes: Option<u64>) -> (Vec<u8>, Ending, Tally) {
@@ -167,13 +190,7 @@ fn run(input: &[u8], plan: &Plan, mode: Mode, max_bytes: Option<u64>) -> (Vec<u8
             reads: plan.reads.iter().copied().collect(),
             writes: plan.writes.iter().copied().collect(),
         };
-        let limits = EchoLimits {
-            mode,
-            max_line: MAX_LINE,
-            idle_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(60),
-            max_bytes,
-        };
+        let limits = limits(mode, max_bytes);
         let serve = async {
             let session = engine::accept(material, server_io)
                 .await
@@ -184,11 +201,7 @@ fn run(input: &[u8], plan: &Plan, mode: Mode, max_bytes: Option<u64>) -> (Vec<u8
             (ending, tally)
         };
         let talk = async {
-            let name = ServerName::try_from("localhost").expect("name");
-            let tls = TlsConnector::from(Arc::clone(client_config))
-                .connect(name, client_io)
-                .await
-                .expect("client handshake");
+            let tls = connect(client_config, client_io).await;
             let (mut rd, mut wr) = tokio::io::split(tls);
             let send = async {
                 let mut rest = input;
@@ -384,13 +397,7 @@ fn a_bad_line_in_the_shutdown_drain_ends_the_drain() {
         .expect("runtime");
     runtime.block_on(async {
         let (client_io, server_io) = tokio::io::duplex(1 << 16);
-        let limits = EchoLimits {
-            mode: Mode::Line,
-            max_line: MAX_LINE,
-            idle_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(60),
-            max_bytes: None,
-        };
+        let limits = limits(Mode::Line, None);
         let (go, went) = tokio::sync::oneshot::channel::<()>();
         let serve = async {
             let session = engine::accept(material, server_io)
@@ -404,11 +411,7 @@ fn a_bad_line_in_the_shutdown_drain_ends_the_drain() {
             session.echo(&limits, stop, &mut tally).await
         };
         let talk = async {
-            let name = ServerName::try_from("localhost").expect("name");
-            let mut tls = TlsConnector::from(Arc::clone(client_config))
-                .connect(name, client_io)
-                .await
-                .expect("client handshake");
+            let mut tls = connect(client_config, client_io).await;
             tls.write_all(b"ok\n").await.expect("write");
             tls.flush().await.expect("flush");
             let mut echo = [0u8; 3];
@@ -444,13 +447,7 @@ fn key_updates_in_both_directions_keep_the_echo_going() {
         .expect("runtime");
     runtime.block_on(async {
         let (client_io, server_io) = tokio::io::duplex(1 << 16);
-        let limits = EchoLimits {
-            mode: Mode::Line,
-            max_line: MAX_LINE,
-            idle_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(60),
-            max_bytes: None,
-        };
+        let limits = limits(Mode::Line, None);
         let serve = async {
             let session = engine::accept(material, server_io)
                 .await
@@ -461,11 +458,7 @@ fn key_updates_in_both_directions_keep_the_echo_going() {
             (ending, tally)
         };
         let talk = async {
-            let name = ServerName::try_from("localhost").expect("name");
-            let mut tls = TlsConnector::from(Arc::clone(client_config))
-                .connect(name, client_io)
-                .await
-                .expect("client handshake");
+            let mut tls = connect(client_config, client_io).await;
             let mut got = Vec::new();
             for round in 0..3 {
                 let line = format!("line {round}\n");
@@ -501,13 +494,7 @@ fn a_malformed_record_after_a_bad_line_does_not_hide_the_err_line() {
         .expect("runtime");
     runtime.block_on(async {
         let (client_io, server_io) = tokio::io::duplex(1 << 16);
-        let limits = EchoLimits {
-            mode: Mode::Line,
-            max_line: MAX_LINE,
-            idle_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(60),
-            max_bytes: None,
-        };
+        let limits = limits(Mode::Line, None);
         let serve = async {
             let session = engine::accept(material, server_io)
                 .await
@@ -517,11 +504,7 @@ fn a_malformed_record_after_a_bad_line_does_not_hide_the_err_line() {
             session.echo(&limits, stop, &mut tally).await
         };
         let talk = async {
-            let name = ServerName::try_from("localhost").expect("name");
-            let mut tls = TlsConnector::from(Arc::clone(client_config))
-                .connect(name, client_io)
-                .await
-                .expect("client handshake");
+            let mut tls = connect(client_config, client_io).await;
             // Neither write yields to the server: both are in its next read.
             tls.write_all(b"ok\nbad\x00\n").await.expect("write");
             tls.flush().await.expect("flush");
